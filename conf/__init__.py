@@ -1,0 +1,1 @@
+"""The Hydra config tree of saliency-bench (installed as the resource package bench.conf)."""

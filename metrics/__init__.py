@@ -1,0 +1,1 @@
+"""Batched similarity scores between saliency maps (torch, any device)."""
