@@ -65,8 +65,18 @@ def run_job(cfg: DictConfig, out: Path) -> dict:
     return {"model": cfg.model.name, "dataset": data.name, "test_acc": info["test_acc"], "train_acc": info["train_acc"]}
 
 
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge ``cfg`` into the schema: an unknown key or a wrong type raises OmegaConf's error naming it."""
+    from bench.config import MainConfig
+
+    # a plain copy: merging the composed config itself would carry the keys that `+` opened up
+    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    return OmegaConf.merge(OmegaConf.structured(MainConfig), plain)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://bench.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    validate(cfg)  # before anything runs: `+key=` overrides bypass Hydra's own struct check
     out = _output_dir()
     out.mkdir(parents=True, exist_ok=True)
     status: dict = {"status": "running", "started": time.time()}

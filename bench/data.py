@@ -117,7 +117,11 @@ def encode(x01: Tensor, encoding: str | tuple[float, float]) -> tuple[Tensor, tu
 
 
 def _stratified_split(y: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split that keeps class proportions: ``(train_idx, test_idx)``."""
+    """Seeded split that keeps class proportions: ``(train_idx, test_idx)``, each in a seeded random order.
+
+    The source is sorted by class; shuffling here means that the first ``n`` test images are a mix of
+    classes, as every experiment that explains "the first n test samples" expects.
+    """
     rng = np.random.default_rng(seed)
     classes = np.unique(y)
     frac = n_test / len(y)
@@ -127,7 +131,7 @@ def _stratified_split(y: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray
         k = int(round(frac * len(idx)))
         test.append(idx[:k])
         train.append(idx[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _mnist_bundled(seed: int, n_test: int = 1000) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
