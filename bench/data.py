@@ -110,7 +110,9 @@ def encode(x01: Tensor, encoding: str | tuple[float, float]) -> tuple[Tensor, tu
         try:
             low, high = (float(v) for v in encoding)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"encoding must be a name ({', '.join(ENCODINGS)}) or a (low, high) pair, got {encoding!r}") from err
+            raise ValueError(
+                f"encoding must be a name ({', '.join(ENCODINGS)}) or a (low, high) pair, got {encoding!r}"
+            ) from err
         if not high > low:
             raise ValueError(f"encoding range must have high > low, got {encoding!r}")
     return x01 * (high - low) + low, (low, high)

@@ -61,7 +61,9 @@ def paper_mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 1024
 
 
 @register_model("small_cnn")
-def small_cnn(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, int] = (16, 32), hidden: int = 128) -> nn.Module:
+def small_cnn(
+    input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, int] = (16, 32), hidden: int = 128
+) -> nn.Module:
     """Two 3x3 convolutions with zero padding, each followed by ReLU and 2x2 max-pooling, then two dense layers."""
     c, h, w = input_shape
     c1, c2 = channels
@@ -96,7 +98,9 @@ def _timm_model(name: str, input_shape: tuple[int, ...], num_classes: int, pretr
         ) from err
 
 
-def create_model(name: str, input_shape: tuple[int, ...], num_classes: int, *, pretrained: bool = False, **kw) -> nn.Module:
+def create_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, *, pretrained: bool = False, **kw
+) -> nn.Module:
     """Build a model by name. ``input_shape``: ``(C, H, W)`` of one image."""
     if name.startswith("timm:"):
         return _timm_model(name[len("timm:"):], tuple(input_shape), num_classes, pretrained=pretrained, **kw)
@@ -132,7 +136,9 @@ def _seeded_init(model: nn.Module, seed: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, device: str | torch.device = "cpu") -> float:
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, device: str | torch.device = "cpu"
+) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)`` in [0, 1]; the model's mode is restored."""
     was_training = model.training
     model.eval()

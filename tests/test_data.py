@@ -39,7 +39,8 @@ def test_split_is_seeded_and_disjoint():
 
 
 @pytest.mark.parametrize(
-    "encoding, low, high", [("unit", 0.0, 1.0), ("negative", -1.0, 0.0), ("symmetric", -1.0, 1.0), ((2.0, 5.0), 2.0, 5.0)]
+    "encoding, low, high",
+    [("unit", 0.0, 1.0), ("negative", -1.0, 0.0), ("symmetric", -1.0, 1.0), ((2.0, 5.0), 2.0, 5.0)],
 )
 def test_encodings(mnist, encoding, low, high):
     d = load_dataset("mnist_bundled", encoding=encoding)
