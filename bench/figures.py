@@ -1,0 +1,144 @@
+"""Figures as PNG: the invariance grids (the paper's Figures 2-6), the cascade grid and the similarity curves.
+
+Maps are shown as their sum over channels with a diverging colormap, each panel scaled by the largest
+``|value|`` of the trained / original map of its row, so that a change of scale stays visible.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch import Tensor
+
+__all__ = ["invariance_grid", "cascade_grid", "similarity_curves"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _heat(a: Tensor) -> np.ndarray:
+    """``C x H x W`` map -> ``H x W`` channel sum."""
+    return a.detach().double().sum(0).cpu().numpy()
+
+
+def _img(x: Tensor) -> np.ndarray:
+    x = x.detach().double().cpu()
+    x = (x - x.min()) / (x.max() - x.min() + 1e-12)
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+def invariance_grid(
+    maps: Mapping[str, tuple[Tensor, Tensor]],
+    inputs: tuple[Tensor, Tensor],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    sample: int = 0,
+    verdicts: Mapping[str, bool] | None = None,
+) -> Path:
+    """Rows = methods; columns = map on (f1, x), map on (f2, x + m), difference. The first row shows x, x + m."""
+    plt = _plt()
+    names = list(maps)
+    fig, axes = plt.subplots(len(names) + 1, 3, figsize=(6.3, 2.1 * (len(names) + 1)), squeeze=False)
+    x1, x2 = inputs
+    axes[0, 0].imshow(_img(x1[sample]), cmap="gray")
+    axes[0, 0].set_title("x (f1)", fontsize=8)
+    axes[0, 1].imshow(_img(x2[sample]), cmap="gray")
+    axes[0, 1].set_title("x + m (f2)", fontsize=8)
+    axes[0, 2].imshow(_heat(x2[sample] - x1[sample]), cmap="coolwarm")
+    axes[0, 2].set_title("m", fontsize=8)
+    for row, name in enumerate(names, start=1):
+        a1, a2 = (_heat(t[sample]) for t in maps[name])
+        scale = max(np.abs(a1).max(), 1e-12)
+        for col, (panel, label) in enumerate([(a1, "f1"), (a2, "f2"), (a2 - a1, "f2 - f1")]):
+            axes[row, col].imshow(panel, cmap="seismic", vmin=-scale, vmax=scale)
+            axes[row, col].set_title(label, fontsize=8)
+        verdict = "" if verdicts is None or name not in verdicts else (" ✓" if verdicts[name] else " ✗")
+        axes[row, 0].set_ylabel(name + verdict, fontsize=8, rotation=0, ha="right", va="center")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cascade_grid(
+    maps: Mapping[str, Sequence[Tensor]],
+    stages: Sequence[str],
+    inputs: Tensor,
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    sample: int = 0,
+) -> Path:
+    """Rows = methods; columns = the input, the trained model's map, then each stage (``|map|`` scaled per panel,
+    as the paper shows them)."""
+    plt = _plt()
+    names = list(maps)
+    cols = len(stages) + 1
+    fig, axes = plt.subplots(len(names), cols, figsize=(1.3 * cols + 1, 1.4 * len(names) + 0.6), squeeze=False)
+    for row, name in enumerate(names):
+        panels = maps[name]
+        for col in range(cols):
+            ax = axes[row, col]
+            if col == 0:
+                ax.imshow(_img(inputs[sample]), cmap="gray")
+            else:
+                a = _heat(panels[col - 1][sample])
+                ax.imshow(np.abs(a) / max(np.abs(a).max(), 1e-12), cmap="gray", vmin=0, vmax=1)
+            if row == 0:
+                ax.set_title("input" if col == 0 else stages[col - 1], fontsize=6, rotation=45, ha="left")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
+    """One panel per metric: mean similarity to the trained map per stage, per method, with a 95% band."""
+    plt = _plt()
+    metrics = [m for m in table.metric.unique() if m != "max_rel_diff"]
+    stages = list(dict.fromkeys(table.layer))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sub = table[table.metric == metric]
+        for method, grp in sub.groupby("method", sort=False):
+            stats = grp.groupby("layer")["score"].agg(["mean", "std", "count"]).reindex(stages)
+            half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"].clip(lower=1))
+            xs = np.arange(len(stages))
+            ax.plot(xs, stats["mean"], marker="o", ms=3, label=method)
+            ax.fill_between(xs, stats["mean"] - half, stats["mean"] + half, alpha=0.2)
+        ax.set_xticks(np.arange(len(stages)))
+        ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=6)
+        ax.set_title(metric, fontsize=9)
+        ax.set_ylim(-0.2, 1.05)
+        ax.axhline(0, color="k", lw=0.5)
+    axes[0, -1].legend(fontsize=6, loc="upper right")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,113 @@
+"""The long results table: the contract that every view (leaderboard, figures, W&B, checks) reads.
+
+One row per score: ``experiment, model, dataset, method, condition, layer, metric, sample, score, seed,
+config_hash``. ``condition`` names the shift (input invariance) or the randomization mode; ``layer`` is
+the randomization stage (``"-"`` where there is none). Written as Parquet (temporary file, then rename)
+beside the job's config; a sweep folder is read back by globbing ``**/results.parquet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+__all__ = ["COLUMNS", "RESULTS_FILE", "score_rows", "concat", "write_table", "read_table", "read_tables",
+           "config_hash"]
+
+COLUMNS = ["experiment", "model", "dataset", "method", "condition", "layer", "metric", "sample", "score", "seed",
+           "config_hash"]
+RESULTS_FILE = "results.parquet"
+_DTYPES = {"sample": "int64", "score": "float64", "seed": "int64"}
+
+
+def score_rows(
+    scores: Mapping[str, Tensor],
+    *,
+    experiment: str,
+    model: str,
+    dataset: str,
+    method: str,
+    condition: str,
+    layer: str = "-",
+    seed: int = 0,
+    config_hash: str = "",
+    sample_offset: int = 0,
+) -> pd.DataFrame:
+    """Rows for per-sample scores ``{metric: Tensor[B]}`` (NaN kept: a constant map has no rank correlation)."""
+    frames = []
+    for metric, values in scores.items():
+        v = torch.as_tensor(values).detach().double().cpu().reshape(-1).numpy()
+        frames.append(pd.DataFrame({"metric": metric, "sample": range(sample_offset, sample_offset + len(v)),
+                                    "score": v}))
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    df = pd.concat(frames, ignore_index=True)
+    for key, value in dict(experiment=experiment, model=model, dataset=dataset, method=method, condition=condition,
+                           layer=layer, seed=seed, config_hash=config_hash).items():
+        df[key] = value
+    return _typed(df[COLUMNS])
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.astype(_DTYPES)
+    for col in COLUMNS:
+        if col not in _DTYPES:
+            df[col] = df[col].astype(str)
+    return df
+
+
+def concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate result frames, keeping the contract's columns and types (an empty input gives no rows)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _typed(pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS}).astype({k: "float64" for k in
+                                                                                           _DTYPES}))
+    return _typed(pd.concat(frames, ignore_index=True)[COLUMNS])
+
+
+def write_table(df: pd.DataFrame, folder: str | os.PathLike, name: str = RESULTS_FILE) -> Path:
+    """Write ``df`` to ``folder/name`` atomically (a temporary file renamed over the target)."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"results table lacks the columns {missing}; the contract is {COLUMNS}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    tmp = folder / f".{name}.tmp{os.getpid()}"
+    _typed(df[COLUMNS]).to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    return _typed(pd.read_parquet(path)[COLUMNS])
+
+
+def read_tables(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Every ``results.parquet`` under the given job or sweep folders, concatenated (a ``job`` column names the file's
+    folder)."""
+    frames = []
+    for folder in folders:
+        folder = Path(folder)
+        paths = [folder] if folder.is_file() else sorted(folder.rglob(RESULTS_FILE))
+        for path in paths:
+            df = read_table(path)
+            df["job"] = str(path.parent)
+            frames.append(df)
+    if not frames:
+        raise FileNotFoundError(f"no {RESULTS_FILE} under {', '.join(map(str, folders))}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short, stable hash of a plain config dict (key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
