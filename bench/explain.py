@@ -66,14 +66,14 @@ def make_explainer(
     extra: Mapping[str, Any] | None = None,
 ):
     """Create the explainer of ``spec`` for ``model`` with the data ``domain`` (``low``, ``high``) and fit it
-    on ``fit_data`` when the method needs data. ``extra`` params apply only where the factory accepts them
+    on ``fit_data`` when the method needs data. ``extra`` params apply only where the factory names them
     and the spec does not set them."""
     factory = methods.get_factory(spec.factory_name)
     params = dict(spec.params)
     params.setdefault("low", float(domain[0]))
     params.setdefault("high", float(domain[1]))
     for key, value in (extra or {}).items():
-        if key not in params and methods.registry.accepts(factory, key):
+        if key not in params and _names_keyword(factory, key):
             params[key] = value
     try:
         explainer = methods.create(spec.factory_name, model, **params)
@@ -86,6 +86,16 @@ def make_explainer(
             raise ValueError(f"method {spec.label!r} needs data (fit) but the run gave it none")
         explainer.fit(fit_data)
     return explainer
+
+
+def _names_keyword(factory: Any, key: str) -> bool:
+    """Whether ``factory`` names ``key`` as a parameter (a ``**kwargs`` catch-all does not count)."""
+    import inspect
+
+    try:
+        return key in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def explain_all(explainer, x: Tensor, target: Tensor, batch_size: int = 64) -> Tensor:

@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.gradients import BaseExplainer, _logits
 from methods.propagation import GuidedBackprop
-from methods.registry import register
+from methods.registry import BaseExplainer, register, target_logits
 
 __all__ = ["GradCAM", "GuidedGradCAM", "default_layer"]
 
@@ -64,8 +63,8 @@ class GradCAM(BaseExplainer):
         *,
         layer: str | None = None,
         relu: bool = True,
-        low: float | None = None,
-        high: float | None = None,
+        low: float = 0.0,
+        high: float = 1.0,
     ) -> None:
         super().__init__(model, low=low, high=high)
         modules = dict(model.named_modules())
@@ -74,7 +73,8 @@ class GradCAM(BaseExplainer):
         if layer is not None and layer not in modules:
             convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
             raise ValueError(
-                f"grad_cam: model {type(model).__name__} has no module named {layer!r}; its conv layers: {convs}"
+                f"grad_cam: model {type(model).__name__} has no module named {layer!r}; "
+                f"its conv layers: {convs}"
             )
         self.layer = layer
         self.relu = relu
@@ -85,10 +85,16 @@ class GradCAM(BaseExplainer):
             self.layer = default_layer(self.model, x)
         module = dict(self.model.named_modules())[self.layer]
         captured: list[Tensor] = []
-        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+
+        def capture(_m: nn.Module, _i: object, out: object) -> object:
+            captured.append(out)
+            # an in-place op after the layer (ReLU(inplace=True)) must not alter the captured map
+            return out.clone() if isinstance(out, Tensor) else None
+
+        handle = module.register_forward_hook(capture)
         xg = x.detach().clone().requires_grad_(True)
         try:
-            out = _logits(self.model, xg).gather(1, target[:, None]).sum()
+            out = target_logits(self.model, xg, target).sum()
         finally:
             handle.remove()
         if not captured:
@@ -121,12 +127,12 @@ class GuidedGradCAM(BaseExplainer):
         model: nn.Module,
         *,
         layer: str | None = None,
-        low: float | None = None,
-        high: float | None = None,
+        low: float = 0.0,
+        high: float = 1.0,
     ) -> None:
         super().__init__(model, low=low, high=high)
         self.grad_cam = GradCAM(model, layer=layer)
-        self.guided_backprop = GuidedBackprop(model)
+        self.guided_backprop = GuidedBackprop(model, low=low, high=high)
 
     def attribute(self, x: Tensor, target: Tensor) -> Tensor:
         return self.guided_backprop.attribute(x, target) * self.grad_cam.cam(x, target)

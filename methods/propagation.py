@@ -1,17 +1,14 @@
 """Modified-backward methods on zennit: Guided Backprop, DeconvNet, LRP and Deep Taylor rules.
 
-LRP-family explainers start the backward pass with the target logit (``R_out = f_c(x)`` on
-the target class, zero elsewhere), so the input relevance sums to the logit for a bias-free
-network and ``lrp_z`` equals Gradient x Input on ReLU networks (with or without biases: the
-z-rule divides by the full pre-activation including the bias). Guided Backprop and DeconvNet
-start with the one-hot target, like a gradient.
-
-Rules per method (``Linear`` = ``nn.Linear`` and convolutions; ReLUs and other activations
-pass relevance through, ``Sum``/average pooling get the Norm rule, BatchNorm is merged into
-the preceding layer by the canonizers):
+LRP-family explainers start the backward pass with the target logit (``R = f_c(x)`` on the
+target class, zero elsewhere). zennit's relevance flows as the "gradient", and each rule's
+hook returns ``R_in = x * W^T (R_out / z)`` (z-rule), so on ReLU networks ``lrp_z`` equals
+Gradient x Input, with or without biases (``z`` includes the bias, which absorbs its share);
+the input relevance sums to the logit only for a bias-free network. Guided Backprop and
+DeconvNet start with the one-hot target, like a gradient.
 
 =================  ==========================================================================
-``lrp_z``          Epsilon(stabilizer) everywhere = LRP-0 = DTD with the zero root point
+``lrp_z``          Epsilon(stabilizer=1e-12) everywhere = LRP-0 = DTD with the zero root point
 ``lrp_epsilon``    Epsilon(epsilon) everywhere
 ``lrp_alpha_beta`` AlphaBeta(alpha, beta) everywhere
 ``lrp_zplus``      ZPlus everywhere (= alpha 1, beta 0)
@@ -19,9 +16,22 @@ the preceding layer by the canonizers):
 ``lrp_composite``  a zennit named composite (``epsilon_plus_flat``, ``epsilon_gamma_box``, ...)
 =================  ==========================================================================
 
-LRP-family methods refuse (``UnsupportedModelError``, a ``ValueError`` naming the model) an
-architecture without a canonizer, see :mod:`methods.canonizers`; ``canonizers=[...]``
-overrides the lookup.
+"Everywhere" means ``nn.Linear`` and convolutions; activations pass relevance on unchanged,
+zennit's ``Sum`` and average pooling get the Norm rule, BatchNorm is merged into the preceding
+layer. LRP-family methods refuse (``UnsupportedModelError``, a ``ValueError`` naming the model)
+an architecture without a canonizer, see :mod:`methods.canonizers`; ``canonizers=[...]``
+overrides the lookup. They also refuse a Linear/conv module called twice in one forward (zennit
+keeps one input per module), and check the premise: the canonized model's logits must equal the
+model's (to 1e-4 of the largest logit), else ``RuntimeError`` (e.g. a timm release whose block
+forward no longer matches the canonizer's copy).
+
+Guided Backprop / DeconvNet rewrite the backward of ``nn.ReLU`` modules. A ReLU applied as a
+function (``F.relu``, ``torch.relu``, ``x.relu()``, also other activations) outside an
+``nn.ReLU`` module is invisible to hooks and would silently leave the plain gradient there.
+Detection: during the explained forward pass a ``TorchFunctionMode`` records every activation
+function (``relu``, ``relu_``, ``leaky_relu``, ``gelu``, ``sigmoid``, ``tanh``, ... see
+``_ACTIVATIONS``) called while no ``nn.ReLU`` module is running; any such call raises
+``ValueError`` naming the model and the functions.
 """
 
 from __future__ import annotations
@@ -37,53 +47,41 @@ from zennit.canonizers import Canonizer
 from zennit.composites import COMPOSITES, LayerMapComposite, SpecialFirstLayerMapComposite
 from zennit.core import Composite
 from zennit.layer import Sum
-from zennit.rules import (
-    AlphaBeta,
-    Epsilon,
-    Norm,
-    Pass,
-    ReLUDeconvNet,
-    ReLUGuidedBackprop,
-    ZBox,
-    ZPlus,
-)
+from zennit.rules import AlphaBeta, Epsilon, Norm, Pass, ReLUDeconvNet, ReLUGuidedBackprop, ZBox, ZPlus
 from zennit.types import Activation, AvgPool, BatchNorm
 from zennit.types import Linear as LinearTypes
 
 from methods.canonizers import canonizers_for
-from methods.gradients import BaseExplainer, _logits, domain_bounds
-from methods.registry import register
+from methods.registry import BaseExplainer, check_logits, register
 
 __all__ = [
-    "ZennitExplainer",
-    "GuidedBackprop",
-    "DeconvNet",
-    "LRPZ",
-    "LRPEpsilon",
-    "LRPAlphaBeta",
-    "LRPZPlus",
     "DTDZBox",
+    "DeconvNet",
+    "GuidedBackprop",
+    "LRPAlphaBeta",
     "LRPComposite",
-    "check_relu_modules",
+    "LRPEpsilon",
+    "LRPZ",
+    "LRPZPlus",
+    "ZennitExplainer",
 ]
 
-# torch functions / Tensor methods that are activations: seen outside an nn.ReLU module, they are a
+# torch functions / Tensor methods that are activations: called outside an nn.ReLU module they are a
 # non-linearity that Guided Backprop / DeconvNet hooks cannot reach
 _ACTIVATIONS = frozenset(
-    "relu relu_ relu6 leaky_relu leaky_relu_ elu elu_ selu selu_ celu celu_ gelu silu mish prelu rrelu rrelu_ "
-    "hardtanh hardtanh_ hardswish hardsigmoid softplus sigmoid sigmoid_ logsigmoid tanh tanh_ threshold "
-    "threshold_".split()
+    "relu relu_ relu6 leaky_relu leaky_relu_ elu elu_ selu selu_ celu celu_ gelu silu silu_ mish prelu "
+    "rrelu rrelu_ hardtanh hardtanh_ hardswish hardsigmoid softplus sigmoid sigmoid_ logsigmoid tanh tanh_ "
+    "threshold threshold_".split()
 )
 
 
 class _ActivationWatch(TorchFunctionMode):
-    """Record activation functions called while no ``nn.ReLU`` module is running."""
+    """Record activation functions called while no ``nn.ReLU`` module of ``model`` is running."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.depth = 0
         self.outside: list[str] = []
-        self.relu_calls = 0
         self._handles = []
         for m in model.modules():
             if isinstance(m, nn.ReLU):
@@ -92,7 +90,6 @@ class _ActivationWatch(TorchFunctionMode):
 
     def _enter(self, module: nn.Module, args: Any) -> None:
         self.depth += 1
-        self.relu_calls += 1
 
     def _leave(self, module: nn.Module, args: Any, output: Any) -> None:
         self.depth -= 1
@@ -109,15 +106,24 @@ class _ActivationWatch(TorchFunctionMode):
         self._handles.clear()
 
 
-def check_relu_modules(watch: _ActivationWatch, model: nn.Module, method: str) -> None:
-    """Raise ``ValueError`` if the forward applied activations outside ``nn.ReLU`` modules."""
-    if watch.outside:
-        raise ValueError(
-            f"{method} rewrites the backward pass of torch.nn.ReLU modules only, but model "
-            f"{type(model).__name__} applies {', '.join(watch.outside)} outside an nn.ReLU module "
-            f"({watch.relu_calls} nn.ReLU module call(s) seen): ReLUs must be nn.ReLU modules "
-            "(functional calls are invisible to hooks, and the result would silently be the plain gradient)."
-        )
+class _CallCount:
+    """Count forward calls of the Linear/conv modules of ``model`` (zennit keeps one input per module)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.calls: dict[str, int] = {}
+        self._handles = [
+            m.register_forward_hook(lambda *_a, _n=name: self._count(_n))
+            for name, m in model.named_modules()
+            if isinstance(m, LinearTypes)
+        ]
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
 
 
 class ZennitExplainer(BaseExplainer):
@@ -130,6 +136,7 @@ class ZennitExplainer(BaseExplainer):
 
     relevance: bool = True
     check_activations: bool = False
+    method_name: str = "zennit"
 
     def composite(self, x: Tensor) -> Composite:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -137,72 +144,82 @@ class ZennitExplainer(BaseExplainer):
     def attribute(self, x: Tensor, target: Tensor) -> Tensor:
         composite = self.composite(x)
         xg = x.detach().clone().requires_grad_(True)
+        reference = None
+        if self.canonizers:
+            with torch.no_grad():
+                reference = self.model(x)
         watch = _ActivationWatch(self.model) if self.check_activations else None
+        count = _CallCount(self.model) if self.relevance else None
         try:
             composite.register(self.model)
             if watch is not None:
                 with watch:
-                    out = _logits(self.model, xg)
-                check_relu_modules(watch, self.model, self.name)
+                    out = self.model(xg)
             else:
-                out = _logits(self.model, xg)
+                out = self.model(xg)
+            check_logits(self.model, out, target)
+            self._check(watch, count)
+            self._check_canonized(reference, out)
             seed = torch.zeros_like(out).scatter_(1, target[:, None], 1.0)
             if self.relevance:
                 seed = seed * out.detach()
             (attr,) = torch.autograd.grad(out, xg, grad_outputs=seed)
         finally:
             composite.remove()
-            if watch is not None:
-                watch.remove()
+            for helper in (watch, count):
+                if helper is not None:
+                    helper.remove()
         return attr
 
-    @property
-    def name(self) -> str:
-        return type(self).__name__
+    canonizers: Sequence[Canonizer] = ()
+
+    def _check_canonized(self, reference: Tensor | None, out: Tensor) -> None:
+        """The canonized model must compute the model's function (premise check, rtol 1e-4 of max |logit|)."""
+        if reference is None:
+            return
+        err = float((out.detach() - reference).abs().max())
+        scale = float(reference.abs().max())
+        if not err <= 1e-4 * scale + 1e-6:
+            raise RuntimeError(
+                f"{self.method_name}: the canonizers changed the function of model "
+                f"{type(self.model).__name__} (max logit difference {err:.3g} for max |logit| {scale:.3g}); "
+                "a canonizer does not match this architecture or library version"
+            )
+
+    def _check(self, watch: _ActivationWatch | None, count: _CallCount | None) -> None:
+        model = type(self.model).__name__
+        if watch is not None and watch.outside:
+            raise ValueError(
+                f"{self.method_name} rewrites the backward pass of torch.nn.ReLU modules only, but model "
+                f"{model} applies {', '.join(watch.outside)} outside an nn.ReLU module. Functional "
+                "activations are invisible to hooks (the result would silently be the plain gradient "
+                "there): use nn.ReLU modules."
+            )
+        reused = [name for name, n in (count.calls if count is not None else {}).items() if n > 1]
+        if reused:
+            raise ValueError(
+                f"{self.method_name}: model {model} calls the layer(s) {reused} more than once per forward "
+                "pass; zennit rules keep one input per module, so the relevance would be wrong. Use one "
+                "module per call."
+            )
 
 
-def _base_map() -> list:
-    return [(Activation, Pass()), (Sum, Norm()), (AvgPool, Norm()), (BatchNorm, Pass())]
-
-
-class _LRP(ZennitExplainer):
-    """LRP explainer with a canonizer lookup at construction (fails fast on unknown models)."""
-
-    method_name = "LRP"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        canonizers: Sequence[Canonizer] | None = None,
-        low: float | None = None,
-        high: float | None = None,
-    ) -> None:
-        super().__init__(model, low=low, high=high)
-        self.canonizers = list(canonizers) if canonizers is not None else canonizers_for(model, self.method_name)
-
-    @property
-    def name(self) -> str:
-        return self.method_name
-
-    def rule(self, x: Tensor):  # noqa: ANN201
-        raise NotImplementedError  # pragma: no cover
-
-    def composite(self, x: Tensor) -> Composite:
-        return LayerMapComposite(_base_map() + [(LinearTypes, self.rule(x))], canonizers=self.canonizers)
+def _base_map(stabilizer: float = 1e-6) -> list:
+    """Rules of the non-linear-layer modules: activations pass relevance on, sums and averages get Norm."""
+    return [(Activation, Pass()), (Sum, Norm(stabilizer)), (AvgPool, Norm(stabilizer)), (BatchNorm, Pass())]
 
 
 @register("guided_backprop")
 class GuidedBackprop(ZennitExplainer):
-    """Guided Backprop (Springenberg et al. 2015) via zennit's ``GuidedBackprop`` composite.
+    """Guided Backprop (Springenberg et al. 2015): zennit's ``ReLUGuidedBackprop`` on every ``nn.ReLU``.
 
-    Raises ``ValueError`` naming the model if its forward applies ReLUs (or other activations)
-    outside ``nn.ReLU`` modules, where the hooks cannot reach them.
+    Raises ``ValueError`` naming the model if its forward applies activations outside
+    ``nn.ReLU`` modules (see the module docstring).
     """
 
     relevance = False
     check_activations = True
-    name = "guided_backprop"  # type: ignore[assignment]
+    method_name = "guided_backprop"
 
     def composite(self, x: Tensor) -> Composite:
         return LayerMapComposite([(nn.ReLU, ReLUGuidedBackprop())])
@@ -210,19 +227,46 @@ class GuidedBackprop(ZennitExplainer):
 
 @register("deconvnet")
 class DeconvNet(GuidedBackprop):
-    """DeconvNet (Zeiler & Fergus 2014) via zennit's ``DeconvNet`` ReLU rule; same ReLU checks."""
+    """DeconvNet (Zeiler & Fergus 2014): zennit's ``ReLUDeconvNet`` on every ``nn.ReLU``; same checks."""
 
-    name = "deconvnet"  # type: ignore[assignment]
+    method_name = "deconvnet"
 
     def composite(self, x: Tensor) -> Composite:
         return LayerMapComposite([(nn.ReLU, ReLUDeconvNet())])
 
 
+class _LRP(ZennitExplainer):
+    """LRP explainer; the canonizers are looked up at construction (fails fast on unknown models)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        canonizers: Sequence[Canonizer] | None = None,
+        low: float = 0.0,
+        high: float = 1.0,
+    ) -> None:
+        super().__init__(model, low=low, high=high)
+        if canonizers is None:
+            canonizers = canonizers_for(model, self.method_name)
+        self.canonizers = list(canonizers)
+
+    stabilizer: float = 1e-6  # of the Norm rule on sums and average pooling
+
+    def rule(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def composite(self, x: Tensor) -> Composite:
+        layer_map = _base_map(self.stabilizer) + [(LinearTypes, self.rule())]
+        return LayerMapComposite(layer_map, canonizers=self.canonizers)
+
+
 @register("lrp_z")
 class LRPZ(_LRP):
-    """LRP-0 / z-rule = DTD with the zero root point: equals Gradient x Input on ReLU networks.
+    """LRP-0 / z-rule = DTD with the zero root point; equals Gradient x Input on ReLU networks.
 
-    ``stabilizer`` (default 1e-12) only keeps zero denominators finite (plain eps=0 gives NaN).
+    ``stabilizer`` (default 1e-12) only keeps zero denominators finite (plain eps=0 gives NaN);
+    it is also used by the Norm rule of sums (residual adds) and average pooling.
     """
 
     method_name = "lrp_z"
@@ -231,7 +275,7 @@ class LRPZ(_LRP):
         super().__init__(model, **kwargs)
         self.stabilizer = float(stabilizer)
 
-    def rule(self, x: Tensor) -> Epsilon:
+    def rule(self) -> Epsilon:
         return Epsilon(epsilon=self.stabilizer)
 
 
@@ -245,7 +289,7 @@ class LRPEpsilon(_LRP):
         super().__init__(model, **kwargs)
         self.epsilon = float(epsilon)
 
-    def rule(self, x: Tensor) -> Epsilon:
+    def rule(self) -> Epsilon:
         return Epsilon(epsilon=self.epsilon)
 
 
@@ -256,12 +300,14 @@ class LRPAlphaBeta(_LRP):
     method_name = "lrp_alpha_beta"
 
     def __init__(self, model: nn.Module, *, alpha: float = 2.0, beta: float = 1.0, **kwargs: Any) -> None:
-        if alpha - beta != 1 or beta < 0:
-            raise ValueError(f"lrp_alpha_beta needs alpha - beta = 1 and beta >= 0, got alpha={alpha}, beta={beta}")
+        if abs(alpha - beta - 1) > 1e-9 or beta < 0:
+            raise ValueError(
+                f"lrp_alpha_beta needs alpha - beta = 1 and beta >= 0, got alpha={alpha}, beta={beta}"
+            )
         super().__init__(model, **kwargs)
         self.alpha, self.beta = float(alpha), float(beta)
 
-    def rule(self, x: Tensor) -> AlphaBeta:
+    def rule(self) -> AlphaBeta:
         return AlphaBeta(alpha=self.alpha, beta=self.beta)
 
 
@@ -271,30 +317,28 @@ class LRPZPlus(_LRP):
 
     method_name = "lrp_zplus"
 
-    def rule(self, x: Tensor) -> ZPlus:
+    def rule(self) -> ZPlus:
         return ZPlus()
 
 
 @register("dtd_zbox")
 class DTDZBox(_LRP):
-    """Deep Taylor Decomposition: zB rule on the first layer, z+ above (Montavon et al. 2017).
+    """Deep Taylor Decomposition (Montavon et al. 2017): zB rule on the first layer, z+ above.
 
-    The zB bounds are the data domain ``low``/``high`` (they move with a shifted encoding);
-    without them, each sample's min / max is used.
+    The zB bounds are the data domain ``low`` / ``high`` (they move with a shifted encoding).
     """
 
     method_name = "dtd_zbox"
 
     def composite(self, x: Tensor) -> Composite:
-        lo, hi = domain_bounds(x, self.low, self.high)
         return SpecialFirstLayerMapComposite(
             layer_map=_base_map() + [(LinearTypes, ZPlus())],
-            first_map=[(LinearTypes, ZBox(low=lo, high=hi))],
+            first_map=[(LinearTypes, ZBox(low=self.low, high=self.high))],
             canonizers=self.canonizers,
         )
 
 
-# zennit composites that modify gradients rather than propagate relevance: use their own methods
+# zennit composites that modify gradients rather than propagate relevance have their own methods
 _NOT_LRP = {"guided_backprop", "deconvnet", "beta_smooth", "excitation_backprop"}
 
 
@@ -309,10 +353,10 @@ def _composite_class(name: str) -> type:
 @register("lrp_composite")
 class LRPComposite(_LRP):
     """A zennit named composite for CNNs: ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``,
-    ``epsilon_alpha2_beta1``, ``epsilon_plus``, ``epsilon_alpha2_beta1_flat`` (or class names).
+    ``epsilon_alpha2_beta1``, ``epsilon_plus``, ``epsilon_alpha2_beta1_flat`` (or their class names).
 
-    ``composite_params`` (e.g. ``epsilon``, ``gamma``) go to the composite; ``low``/``high``
-    (the data domain; else each sample's min / max) feed composites with a zB first layer.
+    ``composite_params`` (e.g. ``epsilon``, ``gamma``) go to the composite; composites with a zB
+    first layer get ``low`` / ``high`` (the data domain) unless given there.
     """
 
     method_name = "lrp_composite"
@@ -334,7 +378,6 @@ class LRPComposite(_LRP):
         params = dict(self.composite_params)
         accepted = inspect.signature(self.composite_cls).parameters
         if "low" in accepted and "high" in accepted:
-            lo, hi = domain_bounds(x, self.low, self.high)
-            params.setdefault("low", lo)
-            params.setdefault("high", hi)
+            params.setdefault("low", self.low)
+            params.setdefault("high", self.high)
         return self.composite_cls(canonizers=self.canonizers, **params)

@@ -1,23 +1,47 @@
-"""The method registry: ``create(name, model, **params)`` returns an explainer.
+"""The method registry and the explainer contract.
 
-An explainer is a callable ``explain(x, target=None) -> Tensor`` shaped like ``x``
-(``B x ...``), computed for the whole batch at once. ``target`` is a ``LongTensor[B]``
-of class indices, an ``int`` for every sample, or ``None`` for the predicted class.
-Methods that need data expose ``needs_fit = True`` and ``fit(loader)``.
+``create(name, model, **params)`` returns an explainer: a callable
+``explain(x, target=None) -> Tensor`` shaped like ``x`` (``[B, ...]``), computed for the whole
+batch at once. ``target`` is a ``LongTensor[B]`` of class indices, an ``int`` for every sample,
+or ``None`` for the predicted class. Methods that need data expose ``needs_fit = True`` and
+``fit(loader)``.
 
-Adding a method is one module with a factory decorated by :func:`register`.
+Every explainer accepts the domain keywords ``low`` / ``high`` (the min / max of the data
+domain, default 0.0 / 1.0), so a harness can pass the domain to every method; methods that do
+not use the domain ignore it. :func:`create` drops them for a factory that does not declare
+them (a user's own method need not care).
+
+Adding a method is one module with a factory decorated by :func:`register`; a user's own
+factory is named by its import path (``"package.module:factory"``).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from numbers import Integral
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Explainer", "register", "create", "names", "resolve_target", "get_factory"]
+__all__ = [
+    "DOMAIN_KEYS",
+    "BaseExplainer",
+    "Explainer",
+    "check_logits",
+    "create",
+    "explaining",
+    "get_factory",
+    "names",
+    "register",
+    "resolve_target",
+    "target_logits",
+]
+
+DOMAIN_KEYS = ("low", "high")
 
 
 @runtime_checkable
@@ -47,9 +71,10 @@ def names() -> list[str]:
 
 
 def get_factory(name: str) -> Factory:
+    """The factory registered as ``name``, or imported from ``"pkg.module:attr"`` / ``"pkg.module.attr"``."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if "." in name or ":" in name:  # a user's own factory: "package.module:callable" or "package.module.callable"
+    if "." in name or ":" in name:
         mod, _, attr = name.replace(":", ".").rpartition(".")
         try:
             return getattr(importlib.import_module(mod), attr)
@@ -58,9 +83,25 @@ def get_factory(name: str) -> Factory:
     raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(names())}")
 
 
+def accepts(factory: Callable[..., Any], key: str) -> bool:
+    """Whether ``factory`` takes the keyword ``key`` (explicitly or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return True
+    return key in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def create(name: str, model: nn.Module, **params: Any) -> Explainer:
-    """Build the explainer ``name`` for ``model`` (``params`` are the method's own keyword arguments)."""
-    return get_factory(name)(model, **params)
+    """Build the explainer ``name`` for ``model``; ``params`` are the method's keyword arguments.
+
+    ``low`` / ``high`` are dropped for a factory that does not take them.
+    """
+    factory = get_factory(name)
+    for key in DOMAIN_KEYS:
+        if key in params and not accepts(factory, key):
+            del params[key]
+    return factory(model, **params)
 
 
 def resolve_target(model: nn.Module, x: Tensor, target: Tensor | int | None) -> Tensor:
@@ -68,11 +109,86 @@ def resolve_target(model: nn.Module, x: Tensor, target: Tensor | int | None) -> 
     if target is None:
         with torch.no_grad():
             return model(x).argmax(dim=1)
-    if isinstance(target, int):
-        return torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
-    target = torch.as_tensor(target, device=x.device).long().reshape(-1)
+    if isinstance(target, Integral):
+        return torch.full((x.shape[0],), int(target), dtype=torch.long, device=x.device)
+    target = torch.as_tensor(target, device=x.device)
+    if target.is_floating_point() or target.is_complex():
+        raise TypeError(f"target must hold class indices (integers), got dtype {target.dtype}")
+    target = target.long().reshape(-1)
     if target.numel() == 1 and x.shape[0] != 1:
         target = target.expand(x.shape[0])
     if target.shape[0] != x.shape[0]:
         raise ValueError(f"target has {target.shape[0]} entries for a batch of {x.shape[0]}")
     return target
+
+
+def check_logits(model: nn.Module, out: Tensor, target: Tensor) -> None:
+    """Raise ``ValueError`` unless ``out`` is ``[B, classes]`` and every target is a valid class."""
+    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != target.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"{type(model).__name__} returned {shape}; expected logits [B, classes]")
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= out.shape[1]):
+        raise ValueError(f"target {target.tolist()} out of range for {out.shape[1]} classes")
+
+
+def target_logits(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
+    """``f_target(x)``: shape ``[B]``, after :func:`check_logits`."""
+    out = model(x)
+    check_logits(model, out, target)
+    return out.gather(1, target[:, None]).squeeze(1)
+
+
+@contextmanager
+def explaining(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode with frozen parameters and autograd on; restore all of it after.
+
+    Each module's ``training`` flag and each parameter's ``requires_grad`` are restored as found,
+    also when the body raises. Eval mode makes maps deterministic (no dropout) and keeps
+    BatchNorm's running statistics untouched.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in grads:
+            p.requires_grad_(False)
+        with torch.inference_mode(False), torch.enable_grad():
+            yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in grads:
+            p.requires_grad_(flag)
+
+
+class BaseExplainer:
+    """Base class: ``explainer(x, target=None) -> Tensor`` shaped like ``x``.
+
+    Subclasses implement :meth:`attribute` on a detached batch ``x`` and a ``LongTensor[B]``
+    ``target``; ``__call__`` runs it under :func:`explaining` after resolving the target
+    (default: the predicted class). ``low`` / ``high``: the data domain (default [0, 1]).
+    """
+
+    needs_fit: bool = False
+
+    def __init__(self, model: nn.Module, *, low: float = 0.0, high: float = 1.0) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(self).__name__} needs a torch.nn.Module, got {type(model).__name__}")
+        if not float(low) < float(high):
+            raise ValueError(f"the data domain needs low < high, got low={low}, high={high}")
+        self.model = model
+        self.low = float(low)
+        self.high = float(high)
+
+    def __call__(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
+        if not isinstance(x, Tensor) or x.ndim < 2:
+            raise ValueError(f"x must be a batch [B, ...], got {getattr(x, 'shape', type(x).__name__)}")
+        with explaining(self.model):
+            target = resolve_target(self.model, x, target)
+            return self.attribute(x.detach(), target).detach()
+
+    def attribute(self, x: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"

@@ -13,7 +13,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # the first run trains them (about a minute on 2 cores), later runs load them
     if not os.environ.get("SALBENCH_CACHE"):
         os.environ["SALBENCH_CACHE"] = str(config.cache.mkdir("salbench-checkpoints"))
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # tiny models: more threads only add overhead on a shared 2-core machine
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
