@@ -10,10 +10,19 @@ setting of the method, not a property of the data: both networks get the same ``
 the noise.
 
 Scores per sample (rows of the long table, ``condition`` = the shift's label): the similarity metrics of
-:func:`bench.scoring.score_maps` and ``max_rel_diff`` = ``max|A1 - A2| / max|A1|``. The verdict
-``invariant`` holds when the 95th percentile of ``max_rel_diff`` over the samples is at most
-``tolerance`` (default 1e-3): float32 rounding in the compensated bias can flip a ReLU whose input is
-within ~1e-7 of zero, which changes a rare sample's gradient path; real failures change every sample.
+:func:`bench.scoring.score_maps` and ``max_rel_diff`` = ``max|A1 - A2| / max|A1|``. Two verdicts per
+(method, shift):
+
+* ``invariant``: the mean SSIM is at least ``ssim_threshold`` (default 0.99): the maps look the same.
+* ``exact``: the 95th percentile of ``max_rel_diff`` is at most ``tolerance`` (default 1e-3).
+
+They differ for honest reasons, which is why both are reported. A max-pool whose inputs tie exactly (the
+flat background of a digit) routes the gradient to one of equal candidates; the twin computes the same
+values through other floating-point operations, so a tie or near-tie can break the other way and move a
+few gradient entries (float32 makes near-ties common: run in float64, the default). PatternAttribution
+on a zero-padded convolution is not exactly invariant either: the padded positions of the unfolded
+patches are not shifted, so the patch statistics of the twin differ at the borders (about 1% of the
+map on ``small_cnn``; 1e-13 on the MLP).
 """
 
 from __future__ import annotations
@@ -32,9 +41,10 @@ from bench.results import concat, score_rows
 from bench.scoring import SCORES, relative_difference, score_maps
 from bench.twins import check_twin, shifted_twin
 
-__all__ = ["input_invariance", "InvarianceResult", "verdicts", "DEFAULT_TOLERANCE"]
+__all__ = ["input_invariance", "InvarianceResult", "verdicts", "DEFAULT_TOLERANCE", "DEFAULT_SSIM_THRESHOLD"]
 
 DEFAULT_TOLERANCE = 1e-3
+DEFAULT_SSIM_THRESHOLD = 0.99
 VERDICT_QUANTILE = 0.95
 
 
@@ -52,14 +62,18 @@ class InvarianceResult:
     errors: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-def verdicts(table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
-    """Per (model, method, condition): mean SSIM, the 95th percentile of ``max_rel_diff`` and ``invariant``."""
+def verdicts(
+    table: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE, ssim_threshold: float = DEFAULT_SSIM_THRESHOLD
+) -> pd.DataFrame:
+    """Per (model, method, condition): mean SSIM, the 95th percentile of ``max_rel_diff``, ``invariant``
+    (mean SSIM >= ``ssim_threshold``) and ``exact`` (that percentile <= ``tolerance``)."""
     t = table[table.experiment == "input_invariance"]
     keys = ["model", "method", "condition"]
     rel = t[t.metric == "max_rel_diff"].groupby(keys)["score"].quantile(VERDICT_QUANTILE).rename("max_rel_diff_q95")
     ssim = t[t.metric == "ssim"].groupby(keys)["score"].mean().rename("ssim")
     out = pd.concat([ssim, rel], axis=1).reset_index()
-    out["invariant"] = out["max_rel_diff_q95"] <= tolerance
+    out["invariant"] = out["ssim"] >= ssim_threshold
+    out["exact"] = out["max_rel_diff_q95"] <= tolerance
     return out
 
 
@@ -80,8 +94,9 @@ def input_invariance(
     batch_size: int = 64,
     fit_samples: int = 2000,
     tolerance: float = DEFAULT_TOLERANCE,
-    premise_rtol: float = 1e-4,
-    float64: bool = False,
+    ssim_threshold: float = DEFAULT_SSIM_THRESHOLD,
+    premise_rtol: float | None = None,
+    float64: bool = True,
     device: str | torch.device = "cpu",
     noise_level: float = 0.15,
     model_name: str = "model",
@@ -93,7 +108,9 @@ def input_invariance(
     """Run the input-invariance test of ``methods`` under each shift (``{label: Tensor[C, H, W]}``).
 
     The first ``n_samples`` test images are explained for their predicted class (the same class for both
-    networks: the premise check proves the logits agree). Returns an :class:`InvarianceResult`.
+    networks: the premise check proves the logits agree). ``float64`` (default) runs copies of the model
+    and the data in double precision; ``premise_rtol`` defaults to 1e-10 then, 1e-4 in float32.
+    Returns an :class:`InvarianceResult`.
     Raises :class:`bench.twins.TwinPremiseError` when a twin fails its premise; a method that fails is
     recorded in ``errors`` and the others go on.
     """
@@ -101,6 +118,8 @@ def input_invariance(
 
     specs = methods if methods and isinstance(next(iter(methods)), MethodSpec) else method_specs(methods)
     dtype = torch.float64 if float64 else torch.float32
+    if premise_rtol is None:
+        premise_rtol = 1e-10 if float64 else 1e-4
     f1 = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
     x = data.x_test[:n_samples].to(device=device, dtype=dtype)
     with torch.no_grad():
@@ -145,5 +164,5 @@ def input_invariance(
             bar.update()
     bar.close()
     result.table = concat(frames)
-    result.verdicts = verdicts(result.table, tolerance) if len(result.table) else pd.DataFrame()
+    result.verdicts = verdicts(result.table, tolerance, ssim_threshold) if len(result.table) else pd.DataFrame()
     return result

@@ -49,6 +49,17 @@ class BiasMapConv2d(nn.Conv2d):
         return out + self.bias
 
 
+def _register_with_canonizers() -> None:
+    # the bias map is a parameter that zennit's rules modify element-wise through ``forward``; the layer is
+    # a plain convolution for LRP, so it needs no canonizer of its own
+    from methods.canonizers import register_canonizer
+
+    register_canonizer(BiasMapConv2d)(lambda module: [])
+
+
+_register_with_canonizers()
+
+
 def _leaf_order(model: nn.Module, example: Tensor) -> list[tuple[str, nn.Module, Tensor]]:
     """Leaf modules in execution order with the input each one received on ``example``."""
     seen: list[tuple[str, nn.Module, Tensor]] = []
