@@ -1,0 +1,124 @@
+"""Input invariance: the paper's table on the trained reference models (Kindermans et al., Figs. 2-6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from bench.invariance import input_invariance, verdicts
+from bench.shifts import make_shift, target_picture
+from bench.twins import TwinPremiseError
+
+SIGNAL = ["gradient", "guided_backprop", "pattern_net", "pattern_attribution"]
+ATTRIBUTION = ["gradient_x_input", "integrated_gradients", "lrp_z"]
+
+
+def _methods(sg_n: int = 4) -> dict:
+    base = {"gradient": {}, "gradient_x_input": {}, "integrated_gradients": {"baseline": "zero"},
+            "integrated_gradients_black": {"baseline": "black"}, "guided_backprop": {}, "lrp_z": {},
+            "pattern_net": {}, "pattern_attribution": {}}
+    out = {}
+    for label, params in base.items():
+        name = "integrated_gradients" if label.startswith("integrated") else label
+        out[label] = {"name": name, "params": dict(params, steps=32) if name == "integrated_gradients" else params}
+        out["sg_" + label] = {"name": "smoothgrad", "params": {"base": name, "n": sg_n, **out[label]["params"]}}
+    return out
+
+
+def _shifts(model, data):
+    shape = data.input_shape
+    return {
+        "mean_shift": make_shift("mean_shift", shape, value=-1.0),
+        "checkerboard": make_shift("checkerboard", shape, size=4, amplitude=1.0),
+        "adversarial_image": make_shift("adversarial_image", shape, model=model, x_hat=data.x_test[0]),
+    }
+
+
+def _expected(method: str, shift: str) -> bool:
+    base = method.removeprefix("sg_")
+    if base in SIGNAL:
+        # PatternNet is a signal method; PatternAttribution is the one attribution method that survives all
+        return True
+    if base == "integrated_gradients_black":
+        return shift == "mean_shift"
+    return False
+
+
+@pytest.fixture(scope="module", params=["trained_mlp", "trained_cnn"])
+def run(request, mnist):
+    model, _ = request.getfixturevalue(request.param)
+    res = input_invariance(model, mnist, _methods(), _shifts(model, mnist), n_samples=12, batch_size=12,
+                           fit_samples=1000, metrics=["ssim", "spearman"], model_name=request.param)
+    return request.param, res
+
+
+def test_premise_holds_in_float64(run):
+    _, res = run
+    assert set(res.premise) == {"mean_shift", "checkerboard", "adversarial_image"}
+    assert max(res.premise.values()) < 1e-10
+    assert not res.errors, res.errors
+
+
+def test_reproduces_the_papers_table(run):
+    name, res = run
+    v = res.verdicts.set_index(["method", "condition"])
+    wrong = []
+    for (method, shift), row in v.iterrows():
+        if bool(row.invariant) != _expected(method, shift):
+            wrong.append(f"{method} under {shift}: ssim {row.ssim:.4f}, max_rel_diff_q95 {row.max_rel_diff_q95:.3g}")
+    assert not wrong, f"{name}: " + "; ".join(wrong)
+    # a margin, not a knife edge: failures are far below the threshold, passes far above
+    failing = v[~v.invariant]
+    assert failing.ssim.max() < 0.95, failing.ssim.max()
+
+
+def test_exact_on_the_mlp(run):
+    name, res = run
+    if name != "trained_mlp":
+        pytest.skip("conv nets: max-pool ties and zero padding (see bench.invariance)")
+    v = res.verdicts.set_index(["method", "condition"])
+    assert (v.exact == v.invariant).all(), v[v.exact != v.invariant]
+
+
+def test_adversarial_picture_appears_in_gradient_x_input(run):
+    name, res = run
+    a1, a2 = res.maps["adversarial_image"]["gradient_x_input"]
+    picture = target_picture("cat", tuple(a2.shape[1:]))
+    rho_twin = spearmanr(a2[0].flatten(), picture.flatten())[0]
+    rho_orig = spearmanr(a1[0].flatten(), picture.flatten())[0]
+    print(f"{name}: rank correlation of Gradient x Input with the picture: twin {rho_twin:.3f}, original {rho_orig:.3f}")
+    # measured: paper_mlp twin 0.7-0.85 (original ~0); small_cnn 0.39, where the gradient is zero on much of
+    # the background (max-pool routing), so no finite shift can draw there
+    assert rho_orig < 0.3
+    assert rho_twin > (0.6 if name == "trained_mlp" else 0.3)
+
+
+def test_table_follows_the_contract(run):
+    name, res = run
+    from bench.results import COLUMNS
+
+    t = res.table
+    assert list(t.columns) == COLUMNS
+    assert set(t.experiment) == {"input_invariance"} and set(t.layer) == {"-"}
+    assert set(t.metric) == {"ssim", "spearman", "max_rel_diff"}
+    assert len(t) == len(_methods()) * 3 * 3 * 12
+    assert verdicts(t).shape[0] == len(_methods()) * 3
+
+
+def test_failing_premise_is_an_error_with_numbers(trained_mlp, mnist, monkeypatch):
+    import bench.invariance as inv
+
+    model, _ = trained_mlp
+    real = inv.shifted_twin
+    monkeypatch.setattr(inv, "shifted_twin", lambda f, m, example=None: real(f, 0.5 * m, example=example))
+    with pytest.raises(TwinPremiseError, match=r"max \|f1\(x\) - f2\(x \+ m\)\|"):
+        input_invariance(model, mnist, ["gradient"], {"mean_shift": torch.full((1, 28, 28), -1.0)}, n_samples=4)
+
+
+def test_a_failing_method_is_recorded_and_the_others_go_on(trained_mlp, mnist):
+    model, _ = trained_mlp
+    res = input_invariance(model, mnist, {"gradient": {"name": "gradient"}, "broken": {"name": "grad_cam"}},
+                           {"mean_shift": torch.full((1, 28, 28), -1.0)}, n_samples=4, metrics=["ssim"])
+    assert ("broken", "mean_shift") in res.errors and "Conv" in res.errors[("broken", "mean_shift")]
+    assert set(res.table.method) == {"gradient"}
