@@ -90,15 +90,27 @@ class TransformSpec:
 class RandomizationSpec:
     mode: RandomizationMode = RandomizationMode.cascading
     granularity: Granularity = Granularity.module
-    init: str = "default"  # default (the layer's own initializer) | normal | uniform
-    std: float = 0.01  # normal/uniform scale
+    init: str = "default"  # default (the layer's own initializer) | normal[:std] | uniform[:a]
     seed: int = 0
+    stages: Optional[int] = None  # only the first k stages (default: all)
+    epochs: Optional[int] = None  # labels: training epochs on permuted labels (default: bench.sanity's)
+    lr: Optional[float] = None  # labels: learning rate (default: bench.sanity's)
+    min_train_acc: float = 0.5  # labels: the permuted labels must be fitted at least this well
 
 
 @dataclass
 class MetricConfig:
-    names: List[str] = field(default_factory=lambda: ["ssim", "spearman", "spearman_abs", "hog", "topk"])
+    names: List[str] = field(default_factory=lambda: ["ssim", "spearman", "spearman_abs", "pearson", "hog", "topk"])
     normalization: str = "abs"  # abs | signed | minmax (the sanity-checks paper's post-processing)
+
+
+@dataclass
+class InvarianceConfig:
+    float64: bool = True  # run the twins in double precision (float32 breaks max-pool near-ties)
+    tolerance: float = 1e-3  # "exact": 95th percentile of max|A1 - A2| / max|A1|
+    ssim_threshold: float = 0.99  # "invariant": mean SSIM at least this
+    fit_samples: int = 2000  # training images that PatternNet/-Attribution statistics are fit on
+    premise_rtol: Optional[float] = None  # twin logits tolerance (default 1e-10 in float64, 1e-4 in float32)
 
 
 @dataclass
@@ -131,6 +143,7 @@ class MainConfig:
     transform: Dict[str, TransformSpec] = field(default_factory=dict)
     randomization: Dict[str, RandomizationSpec] = field(default_factory=dict)
     metric: MetricConfig = field(default_factory=MetricConfig)
+    invariance: InvarianceConfig = field(default_factory=InvarianceConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
