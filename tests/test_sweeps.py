@@ -1,0 +1,52 @@
+"""Multi-run sweeps through ``salbench -m``: per-job records, failures isolated, resume, launchers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.results import read_tables
+from tests.test_cli import salbench
+
+TINY = ["+model.kwargs.hidden=32", "train.epochs=1", "run.n_samples=4", "run.batch_size=4", "run.progress=false",
+        "run.figures=false", "logger=disabled", "run.tests=[invariance]", "transform=[mean_shift]",
+        "invariance.fit_samples=200"]
+
+
+def _records(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.rglob("job.json"))]
+
+
+def test_sweep_writes_one_table_per_job_isolates_failures_and_resumes(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "method=gradient,gradient_x_input", "data.encoding=unit,sideways", *TINY,
+            f"train.cache_dir={tmp_path / 'ckpt'}", f"hydra.sweep.dir={sweep}"]
+    res = salbench(*args, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = _records(sweep)
+    assert len(records) == 4
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 2 and all("unknown encoding 'sideways'" in r["error"] for r in failed)
+    table = read_tables([sweep])
+    assert set(table.method) == {"gradient", "gradient_x_input"} and table.job.nunique() == 2
+    # re-running into the same folder skips the finished jobs (same config hash) and retries the failed ones
+    res = salbench(*args, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0
+    assert res.stdout.count("skipped:") == 2, res.stdout
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_launchers(tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
+    res = salbench("-m", f"hydra/launcher={launcher}", *extra, "method=gradient,pattern_attribution", *TINY,
+                   f"train.cache_dir={tmp_path / 'ckpt'}", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = _records(sweep)
+    assert [r["status"] for r in records] == ["ok", "ok"], records
+    table = read_tables([sweep])
+    assert set(table.method) == {"gradient", "pattern_attribution"}
+    assert isinstance(table, pd.DataFrame) and (table.metric == "ssim").any()
