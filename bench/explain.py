@@ -8,7 +8,7 @@ A :class:`MethodSpec` names a registered method (``name``) or any importable fac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,14 +26,19 @@ class MethodSpec:
 
     label: str
     name: str | None = None
-    target: str | None = None
+    target: str | Callable[..., Any] | None = None  # an import path, or the factory itself
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def factory_name(self) -> str:
         if self.target:
-            return self.target
+            return self.target if isinstance(self.target, str) else getattr(self.target, "__qualname__", "factory")
         return self.name or self.label
+
+    def factory(self) -> Callable[..., Any]:
+        if callable(self.target):
+            return self.target
+        return methods.get_factory(self.factory_name)
 
 
 def method_specs(spec: Iterable[str] | Mapping[str, Any]) -> list[MethodSpec]:
@@ -68,15 +73,18 @@ def make_explainer(
     """Create the explainer of ``spec`` for ``model`` with the data ``domain`` (``low``, ``high``) and fit it
     on ``fit_data`` when the method needs data. ``extra`` params apply only where the factory names them
     and the spec does not set them."""
-    factory = methods.get_factory(spec.factory_name)
+    factory = spec.factory()
     params = dict(spec.params)
     params.setdefault("low", float(domain[0]))
     params.setdefault("high", float(domain[1]))
     for key, value in (extra or {}).items():
         if key not in params and _names_keyword(factory, key):
             params[key] = value
+    for key in ("low", "high"):
+        if not methods.registry.accepts(factory, key):
+            params.pop(key)
     try:
-        explainer = methods.create(spec.factory_name, model, **params)
+        explainer = factory(model, **params)
     except TypeError as err:
         raise ValueError(
             f"method {spec.label!r} ({spec.factory_name}) rejected its parameters {params}: {err}"
