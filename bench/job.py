@@ -206,7 +206,13 @@ def _leaderboard(table: pd.DataFrame, cfg: Mapping[str, Any]) -> str | None:
     except ImportError:  # pragma: no cover - the leaderboard module ships with the package
         return None
     inv = cfg["invariance"]
-    board = build_leaderboard(table, tolerance=inv["tolerance"], ssim_threshold=inv["ssim_threshold"])
+    names = list(cfg["metric"]["names"])
+    metric = "spearman_abs" if "spearman_abs" in names else next((n for n in names if n != "max_rel_diff"), None)
+    try:
+        board = build_leaderboard(table, tolerance=inv["tolerance"], ssim_threshold=inv["ssim_threshold"],
+                                  randomization_metric=metric)
+    except ValueError as err:  # a view: the table is already on disk
+        return f"(no leaderboard: {err})"
     return to_markdown(board)
 
 

@@ -1,0 +1,235 @@
+"""The leaderboard from synthetic results tables with known scores: values, verdicts, N/A, sorting, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import leaderboard as lbm
+from bench.results import concat, score_rows, write_table
+
+INV, RAND = "input_invariance", "model_randomization"
+
+
+def inv_rows(model: str, method: str, shift: str, ssim: list[float], rel: list[float], dataset: str = "mnist"):
+    return score_rows({"ssim": torch.tensor(ssim), "max_rel_diff": torch.tensor(rel)}, experiment=INV, model=model,
+                      dataset=dataset, method=method, condition=shift)
+
+
+def rand_rows(model: str, method: str, mode: str, stages: dict[str, list[float]], metric: str = "spearman_abs",
+              dataset: str = "mnist"):
+    return concat(score_rows({metric: torch.tensor(v), "ssim": torch.tensor(v) / 2}, experiment=RAND, model=model,
+                             dataset=dataset, method=method, condition=mode, layer=layer)
+                  for layer, v in stages.items())
+
+
+def invariance_table() -> pd.DataFrame:
+    return _invariance_table().copy()
+
+
+def randomization_table() -> pd.DataFrame:
+    return _randomization_table().copy()
+
+
+@cache
+def _invariance_table() -> pd.DataFrame:
+    return concat([
+        inv_rows("mlp", "gradient", "mean_shift", [1.0, 1.0], [0.0, 0.0]),          # exact
+        inv_rows("mlp", "gradient", "checkerboard", [1.0, 1.0], [1e-6, 2e-6]),      # exact
+        inv_rows("mlp", "gxi", "mean_shift", [0.5, 0.7], [0.5, 0.6]),               # fail (0.6)
+        inv_rows("mlp", "gxi", "checkerboard", [0.9, 0.8], [0.3, 0.4]),             # fail (0.85)
+        inv_rows("mlp", "ig_black", "mean_shift", [0.995, 0.999], [0.01, 0.02]),    # pass, not exact (0.997)
+        inv_rows("mlp", "ig_black", "checkerboard", [0.3, 0.5], [0.9, 0.8]),        # fail (0.4)
+        inv_rows("cnn", "gradient", "mean_shift", [0.98, 1.0], [0.1, 0.2]),         # pass (0.99)
+    ])
+
+
+@cache
+def _randomization_table() -> pd.DataFrame:
+    return concat([
+        # last 0.15, auc (0.7 + 0.4 + 0.15) / 3
+        rand_rows("mlp", "gradient", "cascading", {"fc3": [0.8, 0.6], "fc2": [0.3, 0.5], "fc1": [0.1, 0.2]}),
+        rand_rows("mlp", "gradient", "independent", {"fc1": [0.2, 0.4], "fc3": [0.6, 0.8]}),  # last 0.7: fail
+        rand_rows("mlp", "gxi", "cascading", {"fc3": [0.99, 0.97], "fc2": [0.96, 0.96], "fc1": [0.9, 0.94]}),
+        rand_rows("mlp", "gbp", "cascading", {"fc3": [0.9, 0.9], "fc2": [0.8, 0.8], "fc1": [0.3, 0.3]}),
+        rand_rows("cnn", "gradient", "cascading", {"conv2": [0.2, 0.4], "conv1": [0.1, float("nan")]}),
+    ])
+
+
+def full_table() -> pd.DataFrame:
+    return concat([invariance_table(), randomization_table()])
+
+
+def png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 3), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_sweep(root: Path, *, failed: bool = True, figure: bool = True) -> Path:
+    """A sweep folder: one job per experiment (job.json ok), optionally a failed job and a PNG figure."""
+    sweep = root / "sweep"
+    for i, table in enumerate([invariance_table(), randomization_table()]):
+        job = sweep / str(i)
+        write_table(table, job)
+        (job / "job.json").write_text(json.dumps({"status": "ok"}))
+        (job / ".hydra").mkdir()
+        (job / ".hydra" / "config.yaml").write_text("run:\n  seed: 0\n")
+    if failed:
+        job = sweep / "2"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text("- method=broken\n- model=mlp\n")
+        (job / "job.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: boom in broken"}))
+    if figure:
+        (sweep / "1" / "figures").mkdir()
+        (sweep / "1" / "figures" / "cascade.png").write_bytes(png_bytes())
+    return sweep
+
+
+def row(board: pd.DataFrame, model: str, method: str) -> pd.Series:
+    sel = board[(board.model == model) & (board.method == method)]
+    assert len(sel) == 1
+    return sel.iloc[0]
+
+
+def test_values_verdicts_and_pass_fail():
+    board = lbm.build_leaderboard(full_table())
+    g = row(board, "mlp", "gradient")
+    assert g["inv/mean_shift/ssim"] == pytest.approx(1.0)
+    assert g["inv/mean_shift/verdict"] == "exact" and g["inv/checkerboard/verdict"] == "exact"
+    assert g["rand/cascading/spearman_abs/last"] == pytest.approx(0.15)
+    assert g["rand/cascading/spearman_abs/auc"] == pytest.approx((0.7 + 0.4 + 0.15) / 3)
+    assert g["rand/cascading/verdict"] == "pass"
+    assert g["rand/independent/spearman_abs/last"] == pytest.approx(0.7)
+    assert g["rand/independent/verdict"] == "fail"
+    assert (g["invariance"], g["randomization"], g["passed"], g["tests"]) == ("pass", "fail", 3, 4)
+
+    x = row(board, "mlp", "gxi")
+    assert x["inv/mean_shift/ssim"] == pytest.approx(0.6) and x["inv/checkerboard/ssim"] == pytest.approx(0.85)
+    assert x["inv/mean_shift/verdict"] == "fail"
+    assert x["rand/cascading/spearman_abs/last"] == pytest.approx(0.92)
+    assert (x["invariance"], x["randomization"], x["passed"], x["tests"]) == ("fail", "fail", 0, 3)
+
+    ig = row(board, "mlp", "ig_black")
+    assert ig["inv/mean_shift/ssim"] == pytest.approx(0.997)
+    assert ig["inv/mean_shift/verdict"] == "pass"  # SSIM passes, not exact (max_rel_diff 0.02 > 1e-3)
+    assert ig["inv/checkerboard/verdict"] == "fail" and ig["invariance"] == "fail"
+
+    c = row(board, "cnn", "gradient")
+    assert c["inv/mean_shift/verdict"] == "pass"  # mean 0.99 >= 0.99
+    assert c["rand/cascading/spearman_abs/last"] == pytest.approx(0.1)  # NaN sample skipped
+    assert c["rand/cascading/spearman_abs/auc"] == pytest.approx((0.3 + 0.1) / 2)
+    assert board.attrs["settings"]["randomization_metric"] == "spearman_abs"
+
+
+def test_not_run_is_na():
+    board = lbm.build_leaderboard(full_table())
+    ig = row(board, "mlp", "ig_black")  # no randomization run
+    assert math.isnan(ig["rand/cascading/spearman_abs/last"])
+    assert ig["rand/cascading/verdict"] == "N/A" and ig["randomization"] == "N/A"
+    gbp = row(board, "mlp", "gbp")  # no invariance run
+    assert math.isnan(gbp["inv/mean_shift/ssim"]) and gbp["inv/mean_shift/verdict"] == "N/A"
+    assert (gbp["invariance"], gbp["randomization"], gbp["passed"], gbp["tests"]) == ("N/A", "pass", 1, 1)
+    c = row(board, "cnn", "gradient")  # checkerboard was run for mlp only
+    assert c["inv/checkerboard/verdict"] == "N/A" and c["invariance"] == "pass"
+
+    only_inv = lbm.build_leaderboard(invariance_table())
+    assert not [col for col in only_inv.columns if col.startswith("rand/")]
+    assert set(only_inv["randomization"]) == {"N/A"}
+    only_rand = lbm.build_leaderboard(randomization_table())
+    assert set(only_rand["invariance"]) == {"N/A"}
+
+
+def test_thresholds_and_metric():
+    board = lbm.build_leaderboard(full_table(), pass_threshold=0.1)
+    assert row(board, "mlp", "gradient")["rand/cascading/verdict"] == "fail"  # 0.15 >= 0.1
+    board = lbm.build_leaderboard(full_table(), auc_threshold=0.4)
+    assert row(board, "mlp", "gradient")["rand/cascading/verdict"] == "fail"  # auc 0.417
+    assert row(board, "cnn", "gradient")["rand/cascading/verdict"] == "pass"  # auc 0.2
+    board = lbm.build_leaderboard(full_table(), ssim_threshold=0.5)
+    assert row(board, "mlp", "gxi")["inv/mean_shift/verdict"] == "pass"
+    board = lbm.build_leaderboard(full_table(), randomization_metric="ssim")
+    assert row(board, "mlp", "gradient")["rand/cascading/ssim/last"] == pytest.approx(0.075)
+    assert "rand/cascading/spearman_abs/last" not in board.columns
+    with pytest.raises(ValueError, match="hog"):
+        lbm.build_leaderboard(full_table(), randomization_metric="hog")
+
+
+def test_sorting_and_grouping():
+    board = lbm.build_leaderboard(full_table())
+    assert list(zip(board.model, board.method, strict=True)) == [
+        ("cnn", "gradient"), ("mlp", "gradient"), ("mlp", "gbp"), ("mlp", "ig_black"), ("mlp", "gxi")]
+    by_method = lbm.sort_leaderboard(board, "method")
+    assert list(by_method.method[by_method.model == "mlp"]) == ["gbp", "gradient", "gxi", "ig_black"]
+    by_ssim = lbm.build_leaderboard(full_table(), sort="-inv/mean_shift/ssim")
+    assert list(by_ssim.method[by_ssim.model == "mlp"]) == ["gradient", "ig_black", "gxi", "gbp"]  # NaN last
+    asc = lbm.sort_leaderboard(board, "rand/cascading/spearman_abs/last")
+    assert list(asc.method[asc.model == "mlp"]) == ["gradient", "gbp", "gxi", "ig_black"]
+    assert asc.attrs["settings"] == board.attrs["settings"]
+    with pytest.raises(ValueError, match="cannot sort"):
+        lbm.sort_leaderboard(board, "nope")
+
+
+def test_datasets_are_not_pooled():
+    t = concat([inv_rows("mlp", "gradient", "mean_shift", [1.0], [0.0]),
+                inv_rows("mlp", "gradient", "mean_shift", [0.2], [0.9], dataset="cifar10")])
+    board = lbm.build_leaderboard(t)
+    assert set(board.model) == {"mlp@mnist", "mlp@cifar10"}
+    assert row(board, "mlp@cifar10", "gradient")["inv/mean_shift/verdict"] == "fail"
+
+
+def test_cli_writes_three_formats(tmp_path, capsys):
+    sweep = make_sweep(tmp_path)
+    out = tmp_path / "out"
+    # the job folder is also inside the sweep: its rows must not count twice
+    assert lbm.main([str(sweep), str(sweep / "0"), "--out", str(out)]) == 0
+    md = capsys.readouterr().out
+    assert "## mlp" in md and "## cnn" in md and "| gradient" in md
+    assert "Failed jobs (1)" in md and "RuntimeError: boom in broken" in md and "method=broken" in md
+    assert {p.name for p in out.iterdir()} == {"leaderboard.md", "leaderboard.csv", "leaderboard.html"}
+    assert (out / "leaderboard.md").read_text() == md.removesuffix("\n")
+
+    csv = lbm.read_leaderboard_csv(out / "leaderboard.csv")
+    expected = lbm.build_leaderboard(full_table())
+    pd.testing.assert_frame_equal(csv, expected, check_dtype=False)
+
+    page = (out / "leaderboard.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<style>" in page
+    assert "data:image/png;base64," in page and "cascade.png" in page
+    assert "<link" not in page and "<script" not in page and "src='http" not in page
+    assert "boom in broken" in page and "<td class='exact'>exact</td>" in page
+
+
+def test_cli_formats_default_out_and_errors(tmp_path, capsys):
+    sweep = make_sweep(tmp_path, failed=False, figure=False)
+    assert lbm.main([str(sweep), "--format", "csv", "--sort", "method", "--metric", "ssim"]) == 0
+    assert [p.name for p in sweep.glob("leaderboard.*")] == ["leaderboard.csv"]
+    assert "Failed jobs" not in capsys.readouterr().out
+    csv = lbm.read_leaderboard_csv(sweep / "leaderboard.csv")
+    assert "rand/cascading/ssim/last" in csv.columns
+    assert list(csv.method[csv.model == "mlp"]) == ["gbp", "gradient", "gxi", "ig_black"]
+
+    empty = tmp_path / "empty"
+    (empty / "job").mkdir(parents=True)
+    (empty / "job" / "job.json").write_text(json.dumps({"status": "failed", "error": "OSError: no data"}))
+    assert lbm.main([str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "no results.parquet" in err and "OSError: no data" in err
+    with pytest.raises(SystemExit):
+        lbm.main([str(sweep), "--format", "pdf"])
+
+
+def test_html_without_figures_or_rows():
+    page = lbm.to_html(lbm.build_leaderboard(invariance_table()))
+    assert "<img" not in page and "<h2>mlp</h2>" in page
+    assert "No results" in lbm.to_markdown(lbm.build_leaderboard(invariance_table().iloc[:0]))
