@@ -126,7 +126,7 @@ class LoggerConfig:
 class RunConfig:
     name: str = "default"
     tests: List[str] = field(default_factory=lambda: ["invariance", "randomization"])
-    n_samples: int = 64  # test samples explained per job
+    n_samples: int = 32  # test samples explained per job (the first n of the seeded, class-mixed test split)
     batch_size: int = 64
     device: str = "cpu"  # cpu | cuda | cuda:N
     seed: int = 0
