@@ -1,48 +1,41 @@
 """Batched similarity scores between saliency maps (torch, any device), equal to their references.
 
-Functional API, one score per sample pair (``Tensor[B]``): :func:`ssim` (scikit-image),
-:func:`spearman` / :func:`pearson` (SciPy), :func:`hog_features` / :func:`hog_similarity`
-(scikit-image's HOG), :func:`topk_intersection`, and :func:`normalize` (the sanity-checks paper's
-post-processing). :func:`get` returns a two-argument scorer by name; :func:`names` lists them.
+Functional API, one score per sample pair (``Tensor[B]``), computed in the input dtype (float32 or
+float64) on the input's device, without Python loops over samples:
+
+- :func:`ssim`: ``skimage.metrics.structural_similarity`` (same parameters and defaults)
+- :func:`spearman`, :func:`pearson`: ``scipy.stats.spearmanr`` / ``pearsonr`` over all elements
+- :func:`hog_features`, :func:`hog_similarity`: ``skimage.feature.hog``; Spearman of the features
+- :func:`topk_intersection`: shared fraction of the top-k positions by magnitude
+- :func:`normalize`: the sanity-checks paper's per-sample post-processing
+- :func:`get`, :func:`names`, :func:`register`: scorers by name; :func:`count_nan` counts undefined scores
+
+Undefined cases: a constant sample has no correlation (NaN, as SciPy); NaN inputs raise ``ValueError``
+naming the metric and the count; pairs of different shapes raise ``ValueError`` naming both shapes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
-from torch import Tensor
-
+from metrics._checks import count_nan
 from metrics.hog import hog_features, hog_similarity
-from metrics.normalize import normalize
+from metrics.normalize import MODES, batch_percentile, normalize
 from metrics.rank import pearson, rankdata, spearman, topk_intersection
+from metrics.registry import get, names, register
 from metrics.ssim import ssim
 
-__all__ = ["ssim", "spearman", "pearson", "rankdata", "topk_intersection", "hog_features", "hog_similarity",
-           "normalize", "get", "names", "count_nan"]
-
-_SCORERS: dict[str, Callable[..., Tensor]] = {
-    "ssim": partial(ssim, data_range=1.0),
-    "spearman": spearman,
-    "spearman_abs": partial(spearman, absolute=True),
-    "pearson": pearson,
-    "hog": hog_similarity,
-    "topk": partial(topk_intersection, k=0.1),
-}
-
-
-def names() -> list[str]:
-    return sorted(_SCORERS)
-
-
-def get(name: str) -> Callable[..., Tensor]:
-    """A scorer ``f(a, b, **kw) -> Tensor[B]`` by name (``ssim`` defaults to ``data_range=1``)."""
-    try:
-        return _SCORERS[name]
-    except KeyError:
-        raise ValueError(f"unknown metric {name!r}; accepted: {', '.join(names())}") from None
-
-
-def count_nan(scores: Tensor) -> int:
-    """Number of undefined (NaN) scores, e.g. rank correlations of constant maps."""
-    return int(scores.isnan().sum())
+__all__ = [
+    "MODES",
+    "batch_percentile",
+    "count_nan",
+    "get",
+    "hog_features",
+    "hog_similarity",
+    "names",
+    "normalize",
+    "pearson",
+    "rankdata",
+    "register",
+    "spearman",
+    "ssim",
+    "topk_intersection",
+]

@@ -1,7 +1,11 @@
 """Correlations per sample: Spearman (average ranks for ties, as ``scipy.stats.spearmanr``), Pearson, top-k.
 
-A sample whose values are all equal has no correlation: NaN, as SciPy gives (counted by the harness,
-never averaged silently).
+All scores are over every element of a sample (``B x ...`` flattened to ``B x N``). A sample whose
+values are all equal has no correlation: NaN, as SciPy gives (count them with :func:`count_nan`;
+they are never averaged silently).
+
+Ranks come from one sort of integer keys that order like the floats, plus a scatter; ties get their
+average rank through two running scans (no Python loop over samples).
 """
 
 from __future__ import annotations
@@ -9,70 +13,139 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metrics._checks import check_pair
+from metrics._checks import check_nan, check_pair
 
 __all__ = ["rankdata", "spearman", "pearson", "topk_intersection"]
 
 
+def _sort_keys(*parts: Tensor, absolute: bool = False) -> Tensor:
+    """Integer keys that order like the (NaN-free) values, the rows of ``parts[i][R_i, N]`` stacked.
+
+    ``-0.0`` becomes ``0.0`` (one tie group, as in SciPy) and negative values get their magnitude bits
+    reversed; with ``absolute`` the keys order ``|value|`` (the bits of a non-negative float are already
+    in order). Integer keys sort faster than floats on CPUs. Integer inputs are ranked as float64.
+    """
+    dtype = torch.float32 if parts[0].dtype in (torch.float32, torch.float16, torch.bfloat16) else torch.float64
+    rows = sum(p.shape[0] for p in parts)
+    values = torch.empty(rows, parts[0].shape[1], dtype=dtype, device=parts[0].device)
+    offset = 0
+    for p in parts:
+        out = values[offset : offset + p.shape[0]]
+        if absolute:
+            torch.abs(p, out=out)
+        else:
+            torch.add(p, 0.0, out=out)  # the copy maps -0.0 to 0.0
+        offset += p.shape[0]
+    bits = values.view(torch.int32 if dtype == torch.float32 else torch.int64)
+    if absolute:
+        return bits
+    sign_bit = bits.element_size() * 8 - 1
+    return bits.bitwise_xor_((bits >> sign_bit).bitwise_and_((1 << sign_bit) - 1))
+
+
+def _twice_centred_ranks(keys: Tensor, dtype: torch.dtype) -> Tensor:
+    """``2 * (average rank - mean rank)`` along the last dim of ``keys[R, N]``: exact integers, in ``dtype``.
+
+    One sort; the first and last sorted position of each tie group come from two running maxima (the
+    second on the reversed row), and their sum is scattered back to the original positions. On the CPU
+    only the rows that hold a tie go through the scans (elsewhere: branch-free, no synchronisation).
+    """
+    rows, n = keys.shape
+    keys, order = torch.sort(keys, dim=1)
+    pos = torch.arange(n, dtype=dtype, device=keys.device)  # exact: N < 2**24 in float32
+    if keys.device.type != "cpu":
+        return torch.empty(rows, n, dtype=dtype, device=keys.device).scatter_(1, order, _tie_average(keys, pos))
+    # CPU: only rows that hold a tie need the scans (the others' ranks are their sorted positions)
+    tied = (keys[:, 1:] == keys[:, :-1]).any(1).nonzero().squeeze(1)
+    if len(tied) == rows:
+        twice = _tie_average(keys, pos)
+    else:
+        twice = (2 * pos - (n - 1)).expand(rows, n)
+        if len(tied):
+            twice = twice.index_put((tied,), _tie_average(keys[tied], pos))
+    return torch.empty(rows, n, dtype=dtype, device=keys.device).scatter_(1, order, twice)
+
+
+def _tie_average(sorted_keys: Tensor, pos: Tensor) -> Tensor:
+    """``start + end - (N - 1)`` of each element's tie group, in sorted order (``pos``: ``0..N-1``)."""
+    boundary = sorted_keys[:, 1:] != sorted_keys[:, :-1]
+    is_first = torch.ones_like(sorted_keys, dtype=torch.bool)
+    is_first[:, 1:] = boundary
+    is_last = torch.ones_like(sorted_keys, dtype=torch.bool)
+    is_last[:, :-1] = boundary
+    start = torch.where(is_first, pos, 0.0).cummax(1).values
+    # In reversed coordinates a group's last element is its first: end = N - 1 - that, flipped back.
+    start_reversed = torch.where(is_last.flip(1), pos, 0.0).cummax(1).values
+    return start.sub_(start_reversed.flip(1))
+
+
 def rankdata(x: Tensor) -> Tensor:
-    """Average ranks (1-based) along the last dimension, ties sharing their mean rank (``method="average"``)."""
+    """Average ranks (1-based, ties share their mean rank) along the last dimension.
+
+    As ``scipy.stats.rankdata(x, axis=-1)`` (``method="average"``); same shape, in ``x``'s float dtype.
+    """
+    check_nan("rankdata", x=x)
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float64
     n = x.shape[-1]
-    flat = x.reshape(-1, n)
-    rows = flat.shape[0]
-    s, order = flat.sort(dim=1, stable=True)
-    new = torch.ones_like(s, dtype=torch.bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    group = new.cumsum(1) - 1 + torch.arange(rows, device=x.device)[:, None] * n  # unique id per (row, value)
-    pos = torch.arange(n, device=x.device, dtype=torch.float64).expand(rows, n).reshape(-1)
-    g = group.reshape(-1)
-    first = torch.full((rows * n,), float("inf"), dtype=torch.float64, device=x.device).scatter_reduce(
-        0, g, pos, reduce="amin")
-    last = torch.full((rows * n,), -1.0, dtype=torch.float64, device=x.device).scatter_reduce(
-        0, g, pos, reduce="amax")
-    avg = ((first[g] + last[g]) / 2 + 1).view(rows, n)
-    ranks = torch.empty_like(avg).scatter_(1, order, avg)
-    return ranks.view(x.shape)
+    twice = _twice_centred_ranks(_sort_keys(x.reshape(-1, n)), dtype)
+    return (twice * 0.5 + (n + 1) / 2).view(x.shape)
 
 
-def _corr(x: Tensor, y: Tensor) -> Tensor:
-    x = x - x.mean(1, keepdim=True)
-    y = y - y.mean(1, keepdim=True)
+def _correlate_centred(x: Tensor, y: Tensor) -> Tensor:
     num = (x * y).sum(1)
     den = torch.sqrt((x * x).sum(1) * (y * y).sum(1))
-    r = num / den  # 0 / 0 = NaN for a constant sample
-    return r.clamp(-1.0, 1.0)
-
-
-def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation over all elements of each sample: ``B x ...`` -> ``Tensor[B]``."""
-    check_pair("pearson", a, b)
-    dtype = a.dtype if a.is_floating_point() else torch.float64
-    x, y = a.to(dtype).flatten(1), b.to(dtype).flatten(1)
-    const = (x == x[:, :1]).all(1) | (y == y[:, :1]).all(1)
-    r = _corr(x, y)
-    return torch.where(const, torch.full_like(r, float("nan")), r)
+    return (num / den).clamp(-1.0, 1.0)  # 0 / 0 = NaN for a constant sample
 
 
 def spearman(a: Tensor, b: Tensor, *, absolute: bool = False) -> Tensor:
-    """Spearman rank correlation over all elements of each sample (``absolute``: of ``|a|`` and ``|b|``)."""
-    check_pair("spearman", a, b)
+    """Spearman rank correlation over all elements of each sample: ``B x ...`` -> ``Tensor[B]``.
+
+    Ties get average ranks as ``scipy.stats.spearmanr``; ``absolute`` ranks ``|a|`` and ``|b|``. A
+    constant sample gives NaN. Result in the input float dtype (ranks themselves are exact integers).
+    """
+    a, b = check_pair(a, b, "spearman")
+    keys = _sort_keys(a.flatten(1), b.flatten(1), absolute=absolute)
+    rx, ry = _twice_centred_ranks(keys, a.dtype).chunk(2)
+    return _correlate_centred(rx, ry)
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation over all elements of each sample: ``B x ...`` -> ``Tensor[B]``.
+
+    As ``scipy.stats.pearsonr`` (centred, scaled by the largest deviation against overflow, clipped to
+    [-1, 1]); a constant sample gives NaN.
+    """
+    a, b = check_pair(a, b, "pearson")
     x, y = a.flatten(1), b.flatten(1)
-    if absolute:
-        x, y = x.abs(), y.abs()
-    dtype = a.dtype if a.is_floating_point() else torch.float64
-    const = (x == x[:, :1]).all(1) | (y == y[:, :1]).all(1)
-    r = _corr(rankdata(x).to(dtype), rankdata(y).to(dtype))
-    return torch.where(const, torch.full_like(r, float("nan")), r)
+    constant = (x == x[:, :1]).all(1) | (y == y[:, :1]).all(1)
+    x = x - x.mean(1, keepdim=True)
+    y = y - y.mean(1, keepdim=True)
+    x = x / x.abs().amax(1, keepdim=True)
+    y = y / y.abs().amax(1, keepdim=True)
+    r = _correlate_centred(x, y)
+    return r.masked_fill(constant, float("nan"))
+
+
+def _top_mask(x: Tensor, k: int) -> Tensor:
+    """Boolean mask of the ``k`` largest values per row; ties at the threshold go to lower indices."""
+    threshold = x.topk(k, dim=1).values[:, -1:]
+    above = x > threshold
+    at = x == threshold
+    room = k - above.sum(1, keepdim=True)
+    return above | (at & (at.cumsum(1) <= room))
 
 
 def topk_intersection(a: Tensor, b: Tensor, k: int | float = 0.1) -> Tensor:
-    """Fraction of the ``k`` largest-``|value|`` positions that the two maps share (``k`` < 1: a fraction)."""
-    check_pair("topk_intersection", a, b)
+    """Fraction of the ``k`` largest-``|value|`` positions that two maps share: ``B x ...`` -> ``Tensor[B]``.
+
+    ``k``: a count, or a fraction in (0, 1) of the elements per sample (``max(1, round(k * N))``). Equal
+    magnitudes at the cut are taken in index order, so the score is deterministic.
+    """
+    a, b = check_pair(a, b, "topk_intersection")
     x, y = a.flatten(1).abs(), b.flatten(1).abs()
     n = x.shape[1]
-    kk = int(round(k * n)) if isinstance(k, float) and 0 < k < 1 else int(k)
-    if not 1 <= kk <= n:
+    kk = max(1, round(k * n)) if isinstance(k, float) and 0 < k < 1 else int(k)
+    if not 1 <= kk <= n or (isinstance(k, float) and not 0 < k < 1 and k != kk):
         raise ValueError(f"topk_intersection: k must be in [1, {n}] or a fraction in (0, 1), got {k}")
-    ma = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.topk(kk, dim=1).indices, True)
-    mb = torch.zeros_like(y, dtype=torch.bool).scatter_(1, y.topk(kk, dim=1).indices, True)
-    return (ma & mb).sum(1).to(x.dtype if x.is_floating_point() else torch.float64) / kk
+    shared = (_top_mask(x, kk) & _top_mask(y, kk)).sum(1)
+    return shared.to(a.dtype) / kk
