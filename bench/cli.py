@@ -43,11 +43,22 @@ def _hydra_main(cfg: DictConfig) -> None:
 
     # before anything runs: `+key=` overrides bypass Hydra's own struct check
     plain = OmegaConf.to_container(validate(cfg), resolve=True, enum_to_str=True)
-    record = run(plain, _output_dir())
+    record = run(plain, _output_dir(), meta=_wandb_meta(plain))
     if record["status"] != "ok":
         log.error("job %s: %s", record["status"], record.get("error") or "; ".join(record.get("errors", {})))
         if not _is_multirun():
             sys.exit(1)
+
+
+def _wandb_meta(cfg: dict) -> dict:
+    """W&B run name = the job's overrides (or ``run.name``); group = the sweep folder (or the run folder)."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return {}
+    name = hc.job.override_dirname or cfg["run"]["name"]
+    group = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
+    return {"name": str(name), "group": str(group)}
 
 
 def _is_multirun() -> bool:

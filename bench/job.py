@@ -67,8 +67,13 @@ def _shifts(transforms: Mapping[str, Mapping], model, data) -> dict[str, torch.T
     return shifts
 
 
-def run(config: Mapping[str, Any], out: str | os.PathLike, *, skip_done: bool = True) -> dict:
-    """Run the job described by ``config`` into ``out``; returns its record (also ``out/job.json``)."""
+def run(
+    config: Mapping[str, Any], out: str | os.PathLike, *, skip_done: bool = True, meta: Mapping[str, str] | None = None
+) -> dict:
+    """Run the job described by ``config`` into ``out``; returns its record (also ``out/job.json``).
+
+    ``meta``: ``{"name": ..., "group": ...}`` for the W&B run (the CLI passes the job's overrides and the
+    sweep folder)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chash = job_hash(config)
@@ -79,7 +84,7 @@ def run(config: Mapping[str, Any], out: str | os.PathLike, *, skip_done: bool = 
     record: dict[str, Any] = {"status": "running", "config_hash": chash, "started": time.time(), "errors": {}}
     _write_record(out, record)
     try:
-        record.update(_run(config, out, chash, record))
+        record.update(_run(config, out, chash, record, dict(meta or {})))
         record["status"] = "failed" if record["errors"] else "ok"
     except Exception as err:  # the job fails; a sweep goes on with its other jobs
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
@@ -88,7 +93,7 @@ def run(config: Mapping[str, Any], out: str | os.PathLike, *, skip_done: bool = 
     return record
 
 
-def _run(cfg: Mapping[str, Any], out: Path, chash: str, record: dict) -> dict:
+def _run(cfg: Mapping[str, Any], out: Path, chash: str, record: dict, meta: dict) -> dict:
     from bench.data import load_dataset
     from bench.explain import method_specs
     from bench.models import TrainConfig, load_or_train
@@ -164,8 +169,8 @@ def _run(cfg: Mapping[str, Any], out: Path, chash: str, record: dict) -> dict:
         figures = _figures(results, fig_dir, model_cfg["name"])
     board = _leaderboard(table, cfg)
     if board is not None:
-        print(board)
-    error = _log(cfg, out, table, figures)
+        print(board[1] if isinstance(board, tuple) else board)
+    error = _log(cfg, out, table, figures, board[0] if isinstance(board, tuple) else None, meta)
     if error:
         summary["logger_error"] = error
         print(f"warning: {error} (results are in {path})")
@@ -198,7 +203,7 @@ def _figures(results: Mapping[str, Any], fig_dir: Path, model_name: str) -> list
     return paths
 
 
-def _leaderboard(table: pd.DataFrame, cfg: Mapping[str, Any]) -> str | None:
+def _leaderboard(table: pd.DataFrame, cfg: Mapping[str, Any]) -> tuple[pd.DataFrame, str] | str | None:
     if not len(table):
         return None
     try:
@@ -213,12 +218,14 @@ def _leaderboard(table: pd.DataFrame, cfg: Mapping[str, Any]) -> str | None:
                                   randomization_metric=metric)
     except ValueError as err:  # a view: the table is already on disk
         return f"(no leaderboard: {err})"
-    return to_markdown(board)
+    return board, to_markdown(board)
 
 
-def _log(cfg: Mapping[str, Any], out: Path, table: pd.DataFrame, figures: list[Path]) -> str | None:
+def _log(cfg: Mapping[str, Any], out: Path, table: pd.DataFrame, figures: list[Path],
+         board: pd.DataFrame | None, meta: dict) -> str | None:
     from bench.wandb_log import log_run
 
     lg = cfg["logger"]
-    return log_run(mode=str(lg["mode"]), out=out, config=cfg, table=table, figures=figures, project=lg["project"],
-                   entity=lg.get("entity"), group=lg.get("group"), name=cfg["run"]["name"], tags=lg.get("tags") or [])
+    return log_run(mode=str(lg["mode"]), out=out, config=cfg, table=table, leaderboard=board, figures=figures,
+                   project=lg["project"], entity=lg.get("entity"), group=lg.get("group") or meta.get("group"),
+                   name=meta.get("name") or cfg["run"]["name"], tags=lg.get("tags") or [])
