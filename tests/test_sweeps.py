@@ -32,6 +32,24 @@ def test_sweep_writes_one_table_per_job_isolates_failures_and_resumes(tmp_path):
     assert len(failed) == 2 and all("unknown encoding 'sideways'" in r["error"] for r in failed)
     table = read_tables([sweep])
     assert set(table.method) == {"gradient", "gradient_x_input"} and table.job.nunique() == 2
+    # the leaderboard of that sweep lists both methods and the failed jobs
+    from bench.leaderboard import main as leaderboard_main
+
+    assert leaderboard_main([str(sweep), "--out", str(tmp_path / "board")]) == 0
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "gradient_x_input" in md and "sideways" in md
+    assert (tmp_path / "board" / "leaderboard.html").exists() and (tmp_path / "board" / "leaderboard.csv").exists()
+    # the check passes on its own baseline and fails on a perturbed one
+    from bench.check import main as check_main
+
+    base = tmp_path / "baseline.csv"
+    assert check_main([str(sweep), "--baseline", str(base), "--update"]) == 0
+    assert check_main([str(sweep), "--baseline", str(base)]) == 0
+    perturbed = pd.read_csv(base)
+    col = [c for c in perturbed.columns if c.endswith("/ssim")][0]
+    perturbed.loc[0, col] = perturbed.loc[0, col] - 0.5
+    perturbed.to_csv(base, index=False)
+    assert check_main([str(sweep), "--baseline", str(base)]) == 1
     # re-running into the same folder skips the finished jobs (same config hash) and retries the failed ones
     res = salbench(*args, cwd=tmp_path, timeout=600)
     assert res.returncode == 0
