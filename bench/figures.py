@@ -86,11 +86,16 @@ def cascade_grid(
     title: str = "",
     sample: int = 0,
 ) -> Path:
-    """Rows = methods; columns = the input, the trained model's map, then each stage (``|map|`` scaled per panel,
-    as the paper shows them)."""
+    """Rows = methods; columns = the input, the trained model's map (``maps[name][0]``), then each stage
+    (``maps[name][k]`` for ``stages[k - 1]``), ``|map|`` scaled per panel as the paper shows them. ``stages``:
+    the stage names (``RandomizationResult.stages``); a leading ``"trained"`` label is accepted and not
+    repeated. A method with fewer maps (it failed at a stage) leaves the later panels empty."""
     plt = _plt()
     names = list(maps)
-    cols = len(stages) + 1
+    if not names:
+        raise ValueError("cascade_grid: no maps to draw")
+    labels = ["input", *([] if list(stages[:1]) == ["trained"] else ["trained"]), *stages]
+    cols = len(labels)
     fig, axes = plt.subplots(len(names), cols, figsize=(1.3 * cols + 1, 1.4 * len(names) + 0.6), squeeze=False)
     for row, name in enumerate(names):
         panels = maps[name]
@@ -98,11 +103,13 @@ def cascade_grid(
             ax = axes[row, col]
             if col == 0:
                 ax.imshow(_img(inputs[sample]), cmap="gray")
-            else:
+            elif col - 1 < len(panels):
                 a = _heat(panels[col - 1][sample])
                 ax.imshow(np.abs(a) / max(np.abs(a).max(), 1e-12), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.set_axis_off()
             if row == 0:
-                ax.set_title("input" if col == 0 else stages[col - 1], fontsize=6, rotation=45, ha="left")
+                ax.set_title(labels[col], fontsize=6, rotation=45, ha="left")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
@@ -116,25 +123,33 @@ def cascade_grid(
 
 
 def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
-    """One panel per metric: mean similarity to the trained map per stage, per method, with a 95% band."""
+    """Mean similarity to the trained map per stage, per method, with a 95% band (normal approximation over
+    samples): one panel per metric, one row per condition (each condition has its own stage order). One model
+    per table."""
     plt = _plt()
     metrics = [m for m in table.metric.unique() if m != "max_rel_diff"]
-    stages = list(dict.fromkeys(table.layer))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        sub = table[table.metric == metric]
-        for method, grp in sub.groupby("method", sort=False):
-            stats = grp.groupby("layer")["score"].agg(["mean", "std", "count"]).reindex(stages)
-            half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"].clip(lower=1))
-            xs = np.arange(len(stages))
-            ax.plot(xs, stats["mean"], marker="o", ms=3, label=method)
-            ax.fill_between(xs, stats["mean"] - half, stats["mean"] + half, alpha=0.2)
-        ax.set_xticks(np.arange(len(stages)))
-        ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=6)
-        ax.set_title(metric, fontsize=9)
-        ax.set_ylim(-0.2, 1.05)
-        ax.axhline(0, color="k", lw=0.5)
-    axes[0, -1].legend(fontsize=6, loc="upper right")
+    if not metrics:
+        raise ValueError("similarity_curves: the table holds no similarity scores")
+    conditions = list(dict.fromkeys(table.condition))
+    fig, axes = plt.subplots(len(conditions), len(metrics), figsize=(3.2 * len(metrics), 3.2 * len(conditions)),
+                             squeeze=False)
+    for r, cond in enumerate(conditions):
+        sub_c = table[table.condition == cond]
+        stages = list(dict.fromkeys(sub_c.layer))
+        xs = np.arange(len(stages))
+        for ax, metric in zip(axes[r], metrics, strict=True):
+            sub = sub_c[sub_c.metric == metric]
+            for method, grp in sub.groupby("method", sort=False):
+                stats = grp.groupby("layer")["score"].agg(["mean", "std", "count"]).reindex(stages)
+                half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"].clip(lower=1))
+                ax.plot(xs, stats["mean"], marker="o", ms=3, label=method)
+                ax.fill_between(xs, stats["mean"] - half, stats["mean"] + half, alpha=0.2)
+            ax.set_xticks(xs)
+            ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=6)
+            ax.set_title(metric if len(conditions) == 1 else f"{metric} ({cond})", fontsize=9)
+            ax.set_ylim(min(-0.2, ax.get_ylim()[0]), 1.05)
+            ax.axhline(0, color="k", lw=0.5)
+        axes[r, -1].legend(fontsize=6, loc="upper right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)

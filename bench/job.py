@@ -147,11 +147,10 @@ def _run(cfg: Mapping[str, Any], out: Path, chash: str, record: dict, meta: dict
             mode = str(rspec["mode"])
             kw: dict[str, Any] = {}
             if mode == "labels":
-                lab_cfg = TrainConfig(rspec.get("epochs") or train_cfg.epochs, rspec.get("lr") or train_cfg.lr,
-                                      train_cfg.batch_size, train_cfg.momentum, train_cfg.weight_decay, train_cfg.seed)
                 kw["random_label_model"], _ = train_on_permuted_labels(
-                    model_cfg["name"], data, lab_cfg, seed=rspec["seed"], min_train_acc=rspec["min_train_acc"],
-                    model_kw=model_kw, device=device, cache=tc["cache_dir"], progress=run_cfg["progress"])
+                    model_cfg["name"], data, epochs=rspec.get("epochs"), lr=rspec.get("lr"), seed=rspec["seed"],
+                    min_train_acc=rspec["min_train_acc"], model_kw=model_kw, device=device, cache=tc["cache_dir"],
+                    use_cache=tc["use_cache"], progress=run_cfg["progress"])
             res = model_randomization(model, data, specs, mode, granularity=str(rspec["granularity"]),
                                       init=rspec["init"], stages=rspec.get("stages"),
                                       fit_samples=cfg["invariance"]["fit_samples"], **kw, **common)

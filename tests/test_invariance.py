@@ -87,7 +87,8 @@ def test_adversarial_picture_appears_in_gradient_x_input(run):
     picture = target_picture("cat", tuple(a2.shape[1:]))
     rho_twin = spearmanr(a2[0].flatten(), picture.flatten())[0]
     rho_orig = spearmanr(a1[0].flatten(), picture.flatten())[0]
-    print(f"{name}: rank correlation of Gradient x Input with the picture: twin {rho_twin:.3f}, original {rho_orig:.3f}")
+    print(f"{name}: rank correlation of Gradient x Input with the picture: twin {rho_twin:.3f}, "
+          f"original {rho_orig:.3f}")
     # measured: paper_mlp twin 0.7-0.85 (original ~0); small_cnn 0.39, where the gradient is zero on much of
     # the background (max-pool routing), so no finite shift can draw there
     assert rho_orig < 0.3
