@@ -12,7 +12,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # checkpoints of the reference models live in pytest's cache folder unless the user chose a folder:
     # the first run trains them (about a minute on 2 cores), later runs load them
     if not os.environ.get("SALBENCH_CACHE"):
-        os.environ["SALBENCH_CACHE"] = str(config.cache.mkdir("salbench-checkpoints"))
+        cache = getattr(config, "cache", None)  # None with -p no:cacheprovider: then the user cache folder
+        if cache is not None:
+            os.environ["SALBENCH_CACHE"] = str(cache.mkdir("salbench-checkpoints"))
     torch.set_num_threads(1)  # tiny models: more threads only add overhead on a shared 2-core machine
 
 

@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import torch
-from _method_fixtures import FunctionalReLUNet, cnn, images, mlp, one_thread, rel
 from torch import Tensor, nn
 
 import methods
 from methods.cam import GradCAM
+from tests._method_fixtures import FunctionalReLUNet, cnn, images, mlp, one_thread, rel
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 

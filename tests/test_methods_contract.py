@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _method_fixtures import (
+from torch import nn
+
+import methods
+from tests._method_fixtures import (
     CONV_METHODS,
     FIT_METHODS,
     MODELS,
@@ -16,9 +19,6 @@ from _method_fixtures import (
     timm_resnet,
     timm_vgg,
 )
-from torch import nn
-
-import methods
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 

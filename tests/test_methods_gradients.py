@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _method_fixtures import MODELS, images, linear, mlp, one_thread, rel, twin
 
 import methods
 from methods.gradients import IntegratedGradients, SmoothGrad, quadrature
+from tests._method_fixtures import MODELS, images, linear, mlp, one_thread, rel, twin
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _method_fixtures import (
+from torch import Tensor, nn
+from zennit.canonizers import Canonizer
+
+import methods
+from methods.canonizers import UnsupportedModelError, canonizers_for
+from tests._method_fixtures import (
     FunctionalReLUNet,
     assert_unchanged,
     cnn,
@@ -20,11 +25,6 @@ from _method_fixtures import (
     twin,
     zero_biases,
 )
-from torch import Tensor, nn
-from zennit.canonizers import Canonizer
-
-import methods
-from methods.canonizers import UnsupportedModelError, canonizers_for
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
