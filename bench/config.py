@@ -107,6 +107,7 @@ class MetricConfig:
 @dataclass
 class InvarianceConfig:
     float64: bool = True  # run the twins in double precision (float32 breaks max-pool near-ties)
+    tie_break: bool = True  # max-pools of both networks break rounding-noise ties alike (bench.ties)
     tolerance: float = 1e-3  # "exact": 95th percentile of max|A1 - A2| / max|A1|
     ssim_threshold: float = 0.99  # "invariant": mean SSIM at least this
     fit_samples: int = 2000  # training images that PatternNet/-Attribution statistics are fit on

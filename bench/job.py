@@ -133,7 +133,7 @@ def _run(cfg: Mapping[str, Any], out: Path, chash: str, record: dict, meta: dict
         inv = cfg["invariance"]
         res = input_invariance(model, data, specs, _shifts(cfg["transform"], model, data),
                                tolerance=inv["tolerance"], ssim_threshold=inv["ssim_threshold"],
-                               float64=inv["float64"], fit_samples=inv["fit_samples"],
+                               float64=inv["float64"], tie_break=inv["tie_break"], fit_samples=inv["fit_samples"],
                                premise_rtol=inv["premise_rtol"], **common)
         frames.append(res.table)
         results["invariance"] = res

@@ -73,11 +73,14 @@ def test_reproduces_the_papers_table(run):
     assert failing.ssim.max() < 0.95, failing.ssim.max()
 
 
-def test_exact_on_the_mlp(run):
+def test_invariant_methods_are_exact(run):
+    """Invariant maps are identical up to rounding, except PatternNet/-Attribution on a zero-padded conv net,
+    whose patch statistics differ at the borders (see bench.invariance); max-pool ties are broken alike in
+    both networks (bench.ties)."""
     name, res = run
-    if name != "trained_mlp":
-        pytest.skip("conv nets: max-pool ties and zero padding (see bench.invariance)")
     v = res.verdicts.set_index(["method", "condition"])
+    if name == "trained_cnn":
+        v = v[[not m.removeprefix("sg_").startswith("pattern_") for m, _ in v.index]]
     assert (v.exact == v.invariant).all(), v[v.exact != v.invariant]
 
 
