@@ -320,10 +320,12 @@ def _table(scored: Sequence[tuple[str, str, Mapping[str, Tensor]]], **const: obj
             cols["score"].append(v)
     if not cols["score"]:
         return concat([])
-    df = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    cols = {k: np.concatenate(v) for k, v in cols.items()}
+    cols["sample"] = cols["sample"].astype(np.int64)
     for key, value in {"experiment": EXPERIMENT, **const}.items():
-        df[key] = value
-    return concat([df[COLUMNS]])
+        cols[key] = np.full(len(cols["score"]), value if key == "seed" else str(value),
+                            dtype=np.int64 if key == "seed" else object)
+    return pd.DataFrame({c: cols[c] for c in COLUMNS})  # the contract's columns and types, as concat() makes
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

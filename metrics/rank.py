@@ -10,6 +10,7 @@ average rank through two running scans (no Python loop over samples).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -51,7 +52,7 @@ def _twice_centred_ranks(keys: Tensor, dtype: torch.dtype) -> Tensor:
     only the rows that hold a tie go through the scans (elsewhere: branch-free, no synchronisation).
     """
     rows, n = keys.shape
-    keys, order = torch.sort(keys, dim=1)
+    keys, order = _sort_rows(keys)
     pos = torch.arange(n, dtype=dtype, device=keys.device)  # exact: N < 2**24 in float32
     if keys.device.type != "cpu":
         return torch.empty(rows, n, dtype=dtype, device=keys.device).scatter_(1, order, _tie_average(keys, pos))
@@ -64,6 +65,17 @@ def _twice_centred_ranks(keys: Tensor, dtype: torch.dtype) -> Tensor:
         if len(tied):
             twice = twice.index_put((tied,), _tie_average(keys[tied], pos))
     return torch.empty(rows, n, dtype=dtype, device=keys.device).scatter_(1, order, twice)
+
+
+def _sort_rows(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.sort(keys, dim=1, stable=True)``. On the CPU, 32-bit keys are packed with their column index
+    into 64-bit integers (key in the high half) and sorted by NumPy's vectorized sort, about twice as fast
+    as ``torch.sort`` with indices on 2 cores; the halves unpack into the sorted keys and the order."""
+    if keys.device.type != "cpu" or keys.dtype != torch.int32 or keys.shape[1] >= 2**31:
+        return torch.sort(keys, dim=1, stable=True)
+    packed = (keys.to(torch.int64) << 32) | torch.arange(keys.shape[1], dtype=torch.int64)
+    packed = torch.from_numpy(np.sort(packed.numpy(), axis=1))
+    return (packed >> 32).to(torch.int32), packed & 0xFFFFFFFF
 
 
 def _tie_average(sorted_keys: Tensor, pos: Tensor) -> Tensor:
