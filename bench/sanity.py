@@ -49,7 +49,7 @@ from bench.explain import MethodSpec, explain_all, fit_loader, make_explainer, m
 from bench.models import TrainConfig
 from bench.randomization import permuted_labels, randomized
 from bench.results import COLUMNS, concat
-from bench.scoring import SCORES, score_maps
+from bench.scoring import SCORES, Reference, score_maps
 
 __all__ = [
     "EXPERIMENT",
@@ -261,15 +261,16 @@ def model_randomization(
         target = torch.cat([trained(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
     result.targets = target[:keep_maps].cpu()
 
-    ref: dict[str, Tensor] = {}
+    ref: dict[str, Reference] = {}  # the trained model's maps, normalized and ranked once for all stages
     for spec in specs:
         try:
-            ref[spec.label] = explain_all(make_explainer(spec, trained, domain=data.domain, fit_data=fit), x,
-                                          target, batch_size)
+            maps = explain_all(make_explainer(spec, trained, domain=data.domain, fit_data=fit), x, target,
+                               batch_size)
+            ref[spec.label] = Reference(maps)
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.errors[spec.label] = f"trained model: {type(err).__name__}: {err}"
             continue
-        result.maps[spec.label] = [ref[spec.label][:keep_maps].cpu()]
+        result.maps[spec.label] = [maps[:keep_maps].cpu()]
 
     if other is not None:
         stage_iter: Iterator[tuple[str, nn.Module]] = iter([(LABEL_STAGE, other)])

@@ -5,6 +5,7 @@ float64) on the input's device, without Python loops over samples:
 
 - :func:`ssim`: ``skimage.metrics.structural_similarity`` (same parameters and defaults)
 - :func:`spearman`, :func:`pearson`: ``scipy.stats.spearmanr`` / ``pearsonr`` over all elements
+- :func:`centred_ranks`, :func:`spearman_ranked`: Spearman against a reference ranked once
 - :func:`hog_features`, :func:`hog_similarity`: ``skimage.feature.hog``; Spearman of the features
 - :func:`topk_intersection`: shared fraction of the top-k positions by magnitude
 - :func:`normalize`: the sanity-checks paper's per-sample post-processing
@@ -19,13 +20,14 @@ from __future__ import annotations
 from metrics._checks import count_nan
 from metrics.hog import hog_features, hog_similarity
 from metrics.normalize import MODES, batch_percentile, normalize
-from metrics.rank import pearson, rankdata, spearman, topk_intersection
+from metrics.rank import centred_ranks, pearson, rankdata, spearman, spearman_ranked, topk_intersection
 from metrics.registry import get, names, register
 from metrics.ssim import ssim
 
 __all__ = [
     "MODES",
     "batch_percentile",
+    "centred_ranks",
     "count_nan",
     "get",
     "hog_features",
@@ -36,6 +38,7 @@ __all__ = [
     "rankdata",
     "register",
     "spearman",
+    "spearman_ranked",
     "ssim",
     "topk_intersection",
 ]

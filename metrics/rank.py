@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metrics._checks import check_nan, check_pair
+from metrics._checks import check_nan, check_pair, float_dtype
 
-__all__ = ["rankdata", "spearman", "pearson", "topk_intersection"]
+__all__ = ["rankdata", "spearman", "centred_ranks", "spearman_ranked", "pearson", "topk_intersection"]
 
 
 def _sort_keys(*parts: Tensor, absolute: bool = False) -> Tensor:
@@ -119,6 +119,29 @@ def spearman(a: Tensor, b: Tensor, *, absolute: bool = False) -> Tensor:
     keys = _sort_keys(a.flatten(1), b.flatten(1), absolute=absolute)
     rx, ry = _twice_centred_ranks(keys, a.dtype).chunk(2)
     return _correlate_centred(rx, ry)
+
+
+def centred_ranks(x: Tensor, *, absolute: bool = False) -> Tensor:
+    """Twice the centred average ranks of each sample's elements: ``B x ...`` -> ``Tensor[B, N]``.
+
+    ``2 * (rank - (N + 1) / 2)`` with SciPy's average ranks for ties (exact integers, in ``x``'s float
+    dtype; ``absolute`` ranks ``|x|``). Rank a reference batch once and compare it with many others
+    through :func:`spearman_ranked`.
+    """
+    check_nan("centred_ranks", x=x)
+    dtype = float_dtype(x)  # as spearman(): float64 stays, everything else ranks in float32
+    return _twice_centred_ranks(_sort_keys(x.flatten(1).to(dtype), absolute=absolute), dtype)
+
+
+def spearman_ranked(a_ranks: Tensor, b: Tensor, *, absolute: bool = False) -> Tensor:
+    """``spearman(a, b, absolute=absolute)`` given ``a_ranks = centred_ranks(a, absolute=absolute)``: only
+    ``b`` is sorted. ``a_ranks``: ``Tensor[B, N]``; ``b``: ``B x ...`` with ``N`` elements per sample."""
+    if a_ranks.ndim != 2 or b.shape[0] != a_ranks.shape[0] or b[0].numel() != a_ranks.shape[1]:
+        raise ValueError(f"spearman_ranked: ranks of shape {tuple(a_ranks.shape)} do not fit maps of shape "
+                         f"{tuple(b.shape)} (expected B x N with N elements per map)")
+    rb = centred_ranks(b, absolute=absolute)
+    dtype = torch.promote_types(a_ranks.dtype, rb.dtype)
+    return _correlate_centred(a_ranks.to(dtype), rb.to(dtype))
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:

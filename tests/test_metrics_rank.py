@@ -59,6 +59,35 @@ def test_spearman_matches_scipy(kind, shape, absolute):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(1, 50), (29, 28, 28), (3, 3, 9, 7)], ids=["b1", "b29-28x28", "b3-3x9x7"])
+@pytest.mark.parametrize("absolute", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_spearman_against_a_reference_ranked_once_matches_scipy(kind, shape, absolute, dtype):
+    a, b = _pair(kind, shape)
+    a, b = a.to(dtype), b.to(dtype)
+    ranks = metrics.centred_ranks(a, absolute=absolute)
+    assert ranks.shape == (shape[0], int(np.prod(shape[1:]))) and ranks.dtype == dtype
+    # twice the centred ranks: 2 * (SciPy's average rank - (N + 1) / 2), exact integers
+    x = np.abs(a.flatten(1).numpy()) if absolute else a.flatten(1).numpy()
+    np.testing.assert_array_equal(ranks.numpy(), 2 * rankdata(x, axis=1) - (x.shape[1] + 1))
+    for other in (b, a.flip(0), -b):  # one ranking, many comparisons
+        ours = metrics.spearman_ranked(ranks, other, absolute=absolute)
+        assert ours.dtype == dtype
+        np.testing.assert_allclose(ours.double().numpy(), _scipy_spearman(a, other, absolute), rtol=0,
+                                   atol=F64_TOL if dtype == torch.float64 else F32_TOL)
+        torch.testing.assert_close(ours, metrics.spearman(a, other, absolute=absolute), rtol=0, atol=0,
+                                   equal_nan=True)
+
+
+def test_spearman_ranked_rejects_ranks_of_other_maps():
+    ranks = metrics.centred_ranks(torch.rand(4, 10, 10))
+    with pytest.raises(ValueError, match=r"ranks of shape \(4, 100\) do not fit maps of shape \(4, 9, 10\)"):
+        metrics.spearman_ranked(ranks, torch.rand(4, 9, 10))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.centred_ranks(torch.tensor([[1.0, float("nan")]]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_pearson_matches_scipy(kind):
     a, b = _pair(kind, (7, 3, 11, 13), seed=1)
     ref = pearsonr(a.flatten(1).numpy(), b.flatten(1).numpy(), axis=1).statistic
