@@ -34,35 +34,43 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _window_views(xp: Tensor, kernel, stride, dilation, out_hw) -> list[Tensor]:
+    """One strided view of ``xp`` per window position (in row-major window order), each ``N x C x Ho x Wo``."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
+    return [xp[..., i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
+            for i in range(kh) for j in range(kw)]
+
+
 class _StableMaxPool(torch.autograd.Function):
+    # A loop over the k x k window positions (not over samples) on strided views: memory stays at the size of
+    # the output, where an unfold would copy the input k x k times.
     @staticmethod
     def forward(ctx, x: Tensor, kernel, stride, padding, dilation, rtol: float) -> Tensor:
-        n, c, h, w = x.shape
+        n = x.shape[0]
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
         xp = F.pad(x, (pw, pw, ph, ph), value=float("-inf")) if ph or pw else x
         hp, wp = xp.shape[-2:]
-        cols = F.unfold(xp.reshape(n * c, 1, hp, wp), (kh, kw), dilation=(dh, dw), stride=(sh, sw))
-        out = cols.amax(1, keepdim=True)  # (N*C, 1, L)
-        scale = x.detach().abs().reshape(n, -1).amax(1).repeat_interleave(c).view(n * c, 1, 1)
-        near = cols >= out - rtol * scale
-        first = near.to(torch.uint8).argmax(1, keepdim=True)  # the first position that is (nearly) the max
-        ho = (hp - dh * (kh - 1) - 1) // sh + 1
-        wo = (wp - dw * (kw - 1) - 1) // sw + 1
+        out_hw = ((hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1)
+        out = F.max_pool2d(x, kernel, stride, padding, dilation)
+        atol = rtol * x.detach().abs().reshape(n, -1).amax(1).view(n, 1, 1, 1)
+        floor = out - atol
+        first = torch.full(out.shape, -1, dtype=torch.int16 if kh * kw < 2**15 else torch.int64, device=x.device)
+        for k, view in enumerate(_window_views(xp, kernel, stride, dilation, out_hw)):
+            first.masked_fill_((first < 0) & (view >= floor), k)  # the first position that is (nearly) the max
         ctx.save_for_backward(first)
-        ctx.geometry = (n, c, hp, wp, h, w, kh * kw, (kh, kw), (sh, sw), (ph, pw), (dh, dw))
-        return out.view(n, c, ho, wo)
+        ctx.geometry = (tuple(x.shape), (hp, wp), kernel, stride, padding, dilation, out_hw)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         (first,) = ctx.saved_tensors
-        n, c, hp, wp, h, w, kk, kernel, stride, padding, dilation = ctx.geometry
-        g = grad_out.reshape(n * c, 1, -1)
-        cols = torch.zeros(n * c, kk, g.shape[-1], dtype=g.dtype, device=g.device).scatter_(1, first, g)
-        gx = F.fold(cols, (hp, wp), kernel, dilation=dilation, stride=stride)
-        ph, pw = padding
-        gx = gx[..., ph : ph + h, pw : pw + w]
-        return gx.reshape(n, c, h, w), None, None, None, None, None
+        shape, (hp, wp), kernel, stride, (ph, pw), dilation, out_hw = ctx.geometry
+        gp = torch.zeros(*shape[:2], hp, wp, dtype=grad_out.dtype, device=grad_out.device)
+        zero = grad_out.new_zeros(())
+        for k, view in enumerate(_window_views(gp, kernel, stride, dilation, out_hw)):
+            view.add_(torch.where(first == k, grad_out, zero))
+        return gp[..., ph : ph + shape[2], pw : pw + shape[3]], None, None, None, None, None
 
 
 class TieStableMaxPool2d(nn.MaxPool2d):
