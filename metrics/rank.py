@@ -44,7 +44,25 @@ def _sort_keys(*parts: Tensor, absolute: bool = False) -> Tensor:
     return bits.bitwise_xor_((bits >> sign_bit).bitwise_and_((1 << sign_bit) - 1))
 
 
+#: elements of ``keys`` ranked per block: on the CPU a block stays in cache (three times faster at 3 x 224 x 224
+#: than one block of 512 rows), on a GPU it only bounds the memory of the intermediates
+_BLOCK_ELEMENTS = {"cpu": 1 << 19}
+_BLOCK_ELEMENTS_OTHER = 1 << 26
+
+
 def _twice_centred_ranks(keys: Tensor, dtype: torch.dtype) -> Tensor:
+    """``2 * (average rank - mean rank)`` along the last dim of ``keys[R, N]``, in blocks of rows."""
+    rows, n = keys.shape
+    step = max(1, _BLOCK_ELEMENTS.get(keys.device.type, _BLOCK_ELEMENTS_OTHER) // max(n, 1))
+    if rows <= step:
+        return _twice_centred_ranks_block(keys, dtype)
+    out = torch.empty(rows, n, dtype=dtype, device=keys.device)
+    for i in range(0, rows, step):
+        out[i : i + step] = _twice_centred_ranks_block(keys[i : i + step], dtype)
+    return out
+
+
+def _twice_centred_ranks_block(keys: Tensor, dtype: torch.dtype) -> Tensor:
     """``2 * (average rank - mean rank)`` along the last dim of ``keys[R, N]``: exact integers, in ``dtype``.
 
     One sort; the first and last sorted position of each tie group come from two running maxima (the

@@ -79,6 +79,19 @@ def test_spearman_against_a_reference_ranked_once_matches_scipy(kind, shape, abs
                                    equal_nan=True)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_ranking_in_blocks_of_rows_changes_nothing(kind, monkeypatch):
+    import metrics.rank as rank
+
+    a, b = _pair(kind, (7, 3, 9, 11))
+    whole = metrics.spearman(a, b), metrics.rankdata(a), metrics.centred_ranks(b, absolute=True)
+    monkeypatch.setitem(rank._BLOCK_ELEMENTS, "cpu", 2 * 3 * 9 * 11)  # blocks of 2 rows, the last one shorter
+    blocks = metrics.spearman(a, b), metrics.rankdata(a), metrics.centred_ranks(b, absolute=True)
+    for w, bl in zip(whole, blocks, strict=True):
+        torch.testing.assert_close(bl, w, rtol=0, atol=0, equal_nan=True)
+    np.testing.assert_allclose(blocks[0].numpy(), _scipy_spearman(a, b), rtol=0, atol=F64_TOL)
+
+
 def test_spearman_ranked_rejects_ranks_of_other_maps():
     ranks = metrics.centred_ranks(torch.rand(4, 10, 10))
     with pytest.raises(ValueError, match=r"ranks of shape \(4, 100\) do not fit maps of shape \(4, 9, 10\)"):
