@@ -131,6 +131,9 @@ def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: st
     if not metrics:
         raise ValueError("similarity_curves: the table holds no similarity scores")
     conditions = list(dict.fromkeys(table.condition))
+    palette = plt.get_cmap("tab20")  # one colour (and line style past 20) per method, the same in every panel
+    style = {m: dict(color=palette(i % 20), ls="-" if i < 20 else "--", marker="os^Dv"[i // 20 % 5])
+             for i, m in enumerate(dict.fromkeys(table.method))}
     fig, axes = plt.subplots(len(conditions), len(metrics), figsize=(3.2 * len(metrics), 3.2 * len(conditions)),
                              squeeze=False)
     for r, cond in enumerate(conditions):
@@ -142,18 +145,20 @@ def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: st
             for method, grp in sub.groupby("method", sort=False):
                 stats = grp.groupby("layer")["score"].agg(["mean", "std", "count"]).reindex(stages)
                 half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"].clip(lower=1))
-                ax.plot(xs, stats["mean"], marker="o", ms=3, label=method)
-                ax.fill_between(xs, stats["mean"] - half, stats["mean"] + half, alpha=0.2)
+                ax.plot(xs, stats["mean"], ms=3, label=method, **style[method])
+                ax.fill_between(xs, stats["mean"] - half, stats["mean"] + half, alpha=0.15,
+                                color=style[method]["color"])
             ax.set_xticks(xs)
             ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=6)
             ax.set_title(metric if len(conditions) == 1 else f"{metric} ({cond})", fontsize=9)
             ax.set_ylim(min(-0.2, ax.get_ylim()[0]), 1.05)
             ax.axhline(0, color="k", lw=0.5)
-        axes[r, -1].legend(fontsize=6, loc="upper right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside the panels
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
