@@ -26,6 +26,17 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | os.PathLike, title: str, fontsize: int, **savefig) -> Path:  # noqa: ANN001
+    """Title, tight layout, PNG at 110 dpi (parent folders created), figure closed; returns the path."""
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, **savefig)
+    _plt().close(fig)
+    return path
+
+
 def _heat(a: Tensor) -> np.ndarray:
     """``C x H x W`` map -> ``H x W`` channel sum."""
     return a.detach().double().sum(0).cpu().numpy()
@@ -68,13 +79,7 @@ def invariance_grid(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title, fontsize=10)
 
 
 def cascade_grid(
@@ -113,13 +118,7 @@ def cascade_grid(
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title, fontsize=9)
 
 
 def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
@@ -155,10 +154,4 @@ def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: st
             ax.axhline(0, color="k", lw=0.5)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside the panels
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, title, fontsize=9, bbox_inches="tight")

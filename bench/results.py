@@ -15,17 +15,47 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
-__all__ = ["COLUMNS", "RESULTS_FILE", "score_rows", "concat", "write_table", "read_table", "read_tables",
+__all__ = ["COLUMNS", "RESULTS_FILE", "score_rows", "score_table", "concat", "write_table", "read_table", "read_tables",
            "config_hash"]
 
 COLUMNS = ["experiment", "model", "dataset", "method", "condition", "layer", "metric", "sample", "score", "seed",
            "config_hash"]
 RESULTS_FILE = "results.parquet"
 _DTYPES = {"sample": "int64", "score": "float64", "seed": "int64"}
+
+
+_DEFAULTS = {"layer": "-", "seed": 0, "config_hash": ""}
+
+
+def score_table(
+    entries: Iterable[tuple[Mapping[str, Any], Mapping[str, Tensor]]], *, sample_offset: int = 0, **const: Any
+) -> pd.DataFrame:
+    """One frame for many entries ``(columns, {metric: Tensor[B]})``: ``columns`` (per entry) and ``const`` (for
+    all) give the contract's other columns (``layer`` defaults to ``"-"``, ``seed`` to 0, ``config_hash`` to
+    ``""``); one row per metric and sample, NaN kept. Built column-wise, with the contract's types."""
+    cols: dict[str, list] = {c: [] for c in COLUMNS}
+    for keys, scores in entries:
+        fixed = {**_DEFAULTS, **const, **keys}
+        missing = [c for c in COLUMNS if c not in fixed and c not in ("metric", "sample", "score")]
+        if missing:
+            raise ValueError(f"score_table: no value for the column(s) {missing}; the contract is {COLUMNS}")
+        for metric, values in scores.items():
+            v = torch.as_tensor(values).detach().double().cpu().reshape(-1).numpy()
+            cols["metric"].append(np.full(len(v), str(metric), dtype=object))
+            cols["sample"].append(np.arange(sample_offset, sample_offset + len(v), dtype=np.int64))
+            cols["score"].append(v)
+            for key, value in fixed.items():
+                if key in cols and key not in ("metric", "sample", "score"):
+                    cols[key].append(np.full(len(v), int(value) if key == "seed" else str(value),
+                                             dtype=np.int64 if key == "seed" else object))
+    if not cols["score"]:
+        return concat([])
+    return pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()})
 
 
 def score_rows(
@@ -42,18 +72,9 @@ def score_rows(
     sample_offset: int = 0,
 ) -> pd.DataFrame:
     """Rows for per-sample scores ``{metric: Tensor[B]}`` (NaN kept: a constant map has no rank correlation)."""
-    frames = []
-    for metric, values in scores.items():
-        v = torch.as_tensor(values).detach().double().cpu().reshape(-1).numpy()
-        frames.append(pd.DataFrame({"metric": metric, "sample": range(sample_offset, sample_offset + len(v)),
-                                    "score": v}))
-    if not frames:
-        return pd.DataFrame(columns=COLUMNS)
-    df = pd.concat(frames, ignore_index=True)
-    for key, value in dict(experiment=experiment, model=model, dataset=dataset, method=method, condition=condition,
-                           layer=layer, seed=seed, config_hash=config_hash).items():
-        df[key] = value
-    return _typed(df[COLUMNS])
+    return score_table([({}, scores)], sample_offset=sample_offset, experiment=experiment, model=model,
+                       dataset=dataset, method=method, condition=condition, layer=layer, seed=seed,
+                       config_hash=config_hash)
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:

@@ -48,7 +48,7 @@ from bench.data import Dataset
 from bench.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs
 from bench.models import TrainConfig
 from bench.randomization import permuted_labels, randomized
-from bench.results import COLUMNS, concat
+from bench.results import score_table
 from bench.scoring import SCORES, Reference, score_maps
 
 __all__ = [
@@ -302,31 +302,10 @@ def model_randomization(
         if close is not None:
             close()  # randomized() checks the trained model when closed
     _check_unchanged(trained, before)
-    result.table = _table(scored, model=model_name, dataset=data.name, condition=mode, seed=seed,
-                          config_hash=config_hash)
+    result.table = score_table([({"method": m, "layer": stage}, scores) for m, stage, scores in scored],
+                               experiment=EXPERIMENT, model=model_name, dataset=data.name, condition=mode, seed=seed,
+                               config_hash=config_hash)
     return result
-
-
-def _table(scored: Sequence[tuple[str, str, Mapping[str, Tensor]]], **const: object) -> pd.DataFrame:
-    """The long table of ``(method, stage, {metric: Tensor[B]})`` in one frame (as
-    :func:`bench.results.score_rows` per entry, without a frame per stage)."""
-    cols: dict[str, list] = {"method": [], "layer": [], "metric": [], "sample": [], "score": []}
-    for method, stage, scores in scored:
-        for metric, values in scores.items():
-            v = values.detach().double().cpu().reshape(-1).numpy()
-            cols["method"].append(np.full(len(v), method, dtype=object))
-            cols["layer"].append(np.full(len(v), stage, dtype=object))
-            cols["metric"].append(np.full(len(v), metric, dtype=object))
-            cols["sample"].append(np.arange(len(v)))
-            cols["score"].append(v)
-    if not cols["score"]:
-        return concat([])
-    cols = {k: np.concatenate(v) for k, v in cols.items()}
-    cols["sample"] = cols["sample"].astype(np.int64)
-    for key, value in {"experiment": EXPERIMENT, **const}.items():
-        cols[key] = np.full(len(cols["score"]), value if key == "seed" else str(value),
-                            dtype=np.int64 if key == "seed" else object)
-    return pd.DataFrame({c: cols[c] for c in COLUMNS})  # the contract's columns and types, as concat() makes
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -53,3 +53,19 @@ def test_errors_name_the_bad_input():
         Reference(bad)
     with pytest.raises(ValueError, match="the second batch of maps holds 3 NaN values"):
         score_maps(Reference(a), bad, ["spearman"])
+
+
+def test_score_table_is_score_rows_per_entry_and_names_missing_columns():
+    import pandas as pd
+
+    from bench.results import COLUMNS, concat, score_rows, score_table
+
+    entries = [({"method": "g", "layer": f"s{i}"}, {"spearman": torch.rand(5), "ssim": torch.rand(5)})
+               for i in range(3)]
+    const = dict(experiment="model_randomization", model="m", dataset="d", condition="cascading", seed=3)
+    table = score_table(entries, **const)
+    rows = concat([score_rows(s, method=k["method"], layer=k["layer"], **const) for k, s in entries])
+    pd.testing.assert_frame_equal(table, rows)
+    assert list(table.columns) == COLUMNS and len(table) == 30
+    with pytest.raises(ValueError, match=r"no value for the column\(s\) \['model', 'dataset', 'method'"):
+        score_table([({}, {"ssim": torch.rand(2)})], experiment="x", condition="c")
