@@ -24,7 +24,9 @@ Example (a method that lives outside this repository)::
 The suite: ``paper_mlp`` trained on the bundled MNIST digits (trained once, then loaded from the
 checkpoint cache), input invariance under the mean shift and the checkerboard, and cascading
 randomization. ``expect`` states what the method should do (default: invariant under both shifts, and
-its maps change under randomization: last-stage ``spearman_abs`` below ``randomization_threshold``).
+its maps change under randomization). The verdicts read the score registry (:mod:`bench.core.scores`):
+invariant = mean ``ssim`` at least its ``invariant_at`` (0.99), changed = last-stage ``spearman_abs`` below its
+``randomized_at`` (0.5); ``ssim_threshold`` / ``randomization_threshold`` override the numbers.
 A failure raises :class:`MethodCheckError` with a readable report of every expectation.
 """
 
@@ -36,7 +38,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.explain import MethodSpec
+from bench.core.explain import MethodSpec
+from bench.core.scores import INVARIANCE_SCORE, RANDOMIZATION_SCORE, get_score
 
 __all__ = ["check_method", "CheckReport", "MethodCheckError", "DEFAULT_EXPECT"]
 
@@ -75,8 +78,8 @@ def check_method(
     expect: Mapping[str, bool] | None = None,
     models: Sequence[str] = ("paper_mlp",),
     n_samples: int = 16,
-    randomization_threshold: float = 0.5,
-    ssim_threshold: float = 0.99,
+    randomization_threshold: float | None = None,
+    ssim_threshold: float | None = None,
     cache: str | None = None,
     raise_on_failure: bool = True,
 ) -> CheckReport:
@@ -86,42 +89,49 @@ def check_method(
     the shift / changed by randomization). Returns the :class:`CheckReport`; raises :class:`MethodCheckError`
     when an expectation fails (unless ``raise_on_failure=False``).
     """
-    from bench.data import load_dataset
-    from bench.invariance import input_invariance
-    from bench.models import load_or_train
-    from bench.sanity import model_randomization, summary
-    from bench.shifts import checkerboard, mean_shift
+    from bench.core.data import load_dataset
+    from bench.core.settings import RunSettings, ScoreSettings
+    from bench.core.training import TrainConfig, load_or_train
+    from bench.experiments.invariance import input_invariance
+    from bench.experiments.model_randomization import model_randomization
+    from bench.reporting.aggregate import invariance_verdicts, randomization_summary
+    from bench.twins.shifts import checkerboard, mean_shift
 
     expect = {**DEFAULT_EXPECT, **dict(expect or {})}
     unknown = set(expect) - set(DEFAULT_EXPECT)
     if unknown:
         raise ValueError(f"unknown expectation(s) {sorted(unknown)}; accepted: {', '.join(DEFAULT_EXPECT)}")
+    rand_score = get_score(RANDOMIZATION_SCORE)
+    if randomization_threshold is None:
+        randomization_threshold = rand_score.randomized_at
+    if ssim_threshold is None:
+        ssim_threshold = get_score(INVARIANCE_SCORE).invariant_at
     label = method if isinstance(method, str) else getattr(method, "__qualname__", "method")
-    spec = MethodSpec(label, name=method if isinstance(method, str) and ":" not in method else None,
-                      target=None if isinstance(method, str) and ":" not in method else method,
+    registered = isinstance(method, str) and ":" not in method
+    spec = MethodSpec(label, name=method if registered else None, _target_=None if registered else method,
                       params=dict(params or {}))
     data = load_dataset("mnist_bundled")
+    run = RunSettings(n_samples=n_samples, batch_size=n_samples, fit_samples=1000)
     rows, errors = [], {}
     for model_name in models:
-        model, _ = load_or_train(model_name, data, cache=cache, progress=False)
+        model, _ = load_or_train(model_name, data, TrainConfig(cache_dir=cache), progress=False)
         shifts = {"mean_shift": mean_shift(data.input_shape), "checkerboard": checkerboard(data.input_shape)}
-        inv = input_invariance(model, data, [spec], shifts, n_samples=n_samples, batch_size=n_samples,
-                               fit_samples=1000, metrics=["ssim"], ssim_threshold=ssim_threshold,
+        inv = input_invariance(model, data, [spec], shifts, run=run, scoring=ScoreSettings([INVARIANCE_SCORE]),
                                model_name=model_name)
         errors.update({f"{model_name} / {s}": e for (_, s), e in inv.errors.items()})
-        for r in inv.verdicts.itertuples():
+        for r in invariance_verdicts(inv.table, ssim_threshold=ssim_threshold).itertuples():
             want = expect[r.condition]
             rows.append(dict(model=model_name, test=r.condition, measure="mean SSIM", value=r.ssim,
                              expected="invariant" if want else "not invariant",
                              observed="invariant" if r.invariant else "not invariant", ok=bool(r.invariant) == want))
-        rnd = model_randomization(model, data, [spec], "cascading", n_samples=n_samples, batch_size=n_samples,
-                                  fit_samples=1000, metrics=["spearman_abs"], model_name=model_name)
+        rnd = model_randomization(model, data, [spec], "cascading", run=run,
+                                  scoring=ScoreSettings([RANDOMIZATION_SCORE]), model_name=model_name)
         errors.update({f"{model_name} / cascading": e for e in rnd.errors.values()})
         if len(rnd.table):
-            last = summary(rnd.table).iloc[0]["last"]
-            changed = last < randomization_threshold
+            last = randomization_summary(rnd.table).iloc[0]["last"]
+            changed = bool(last < randomization_threshold)
             want = expect["cascading"]
-            rows.append(dict(model=model_name, test="cascading", measure="spearman_abs at the last stage",
+            rows.append(dict(model=model_name, test="cascading", measure=f"{RANDOMIZATION_SCORE} at the last stage",
                              value=last, expected="changed" if want else "unchanged",
                              observed="changed" if changed else "unchanged", ok=changed == want))
     report = CheckReport(label, pd.DataFrame(rows), errors)

@@ -167,16 +167,17 @@ def _check_batchnorm(model: nn.Module, method: str) -> None:
 # --- timm ------------------------------------------------------------------------------------------
 
 
-def _timm_basic_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """timm ``BasicBlock.forward`` with the residual ``+`` through ``self.canonizer_sum``."""
+#: the layers of timm's ``BasicBlock.forward`` / ``Bottleneck.forward`` before the residual ``+``, in order
+_TIMM_BASIC_BODY = ("conv1", "bn1", "drop_block", "act1", "aa", "conv2", "bn2")
+_TIMM_BOTTLENECK_BODY = ("conv1", "bn1", "act1", "conv2", "bn2", "drop_block", "act2", "aa", "conv3", "bn3")
+
+
+def _timm_residual_forward(self: nn.Module, x: torch.Tensor, body: tuple[str, ...], last_act: str) -> torch.Tensor:
+    """timm's ``BasicBlock``/``Bottleneck`` forward (``body`` layers, SE, drop path, shortcut) with the residual
+    ``+`` through ``self.canonizer_sum``."""
     shortcut = x
-    x = self.conv1(x)
-    x = self.bn1(x)
-    x = self.drop_block(x)
-    x = self.act1(x)
-    x = self.aa(x)
-    x = self.conv2(x)
-    x = self.bn2(x)
+    for name in body:
+        x = getattr(self, name)(x)
     if self.se is not None:
         x = self.se(x)
     if self.drop_path is not None:
@@ -184,30 +185,7 @@ def _timm_basic_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if self.downsample is not None:
         shortcut = self.downsample(shortcut)
     x = self.canonizer_sum(torch.stack([shortcut, x], dim=-1))
-    return self.act2(x)
-
-
-def _timm_bottleneck_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """timm ``Bottleneck.forward`` with the residual ``+`` through ``self.canonizer_sum``."""
-    shortcut = x
-    x = self.conv1(x)
-    x = self.bn1(x)
-    x = self.act1(x)
-    x = self.conv2(x)
-    x = self.bn2(x)
-    x = self.drop_block(x)
-    x = self.act2(x)
-    x = self.aa(x)
-    x = self.conv3(x)
-    x = self.bn3(x)
-    if self.se is not None:
-        x = self.se(x)
-    if self.drop_path is not None:
-        x = self.drop_path(x)
-    if self.downsample is not None:
-        shortcut = self.downsample(shortcut)
-    x = self.canonizer_sum(torch.stack([shortcut, x], dim=-1))
-    return self.act3(x)
+    return getattr(self, last_act)(x)
 
 
 try:  # timm is a dependency, but keep this module importable without it
@@ -230,12 +208,16 @@ else:
         @staticmethod
         def _attribute_map(name: str, module: nn.Module) -> dict | None:
             if isinstance(module, TimmBasicBlock):
-                forward = _timm_basic_forward
+                body, last_act = _TIMM_BASIC_BODY, "act2"
             elif isinstance(module, TimmBottleneck):
-                forward = _timm_bottleneck_forward
+                body, last_act = _TIMM_BOTTLENECK_BODY, "act3"
             else:
                 return None
-            return {"forward": forward.__get__(module), "canonizer_sum": Sum()}
+
+            def forward(x: torch.Tensor) -> torch.Tensor:
+                return _timm_residual_forward(module, x, body, last_act)
+
+            return {"forward": forward, "canonizer_sum": Sum()}
 
         def copy(self) -> TimmResNetBlockCanonizer:
             return TimmResNetBlockCanonizer()

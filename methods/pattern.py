@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.registry import BaseExplainer, explaining, register, target_logits
+from methods.state import fingerprint
 
 __all__ = [
     "ESTIMATORS",
@@ -142,19 +143,6 @@ def _rows(mod: nn.Module, x: Tensor, y: Tensor, chunk: int) -> Iterator[tuple[Te
         cols = F.unfold(xp[i:i + step], mod.kernel_size, dilation=mod.dilation, stride=mod.stride)  # b, D, L
         yield (cols.transpose(1, 2).reshape(-1, D).double(),
                y[i:i + step].reshape(-1, K, L).transpose(1, 2).reshape(-1, K).double())
-
-
-def _fingerprint(model: nn.Module) -> tuple[list[tuple[str, tuple[int, ...], torch.dtype]], Tensor]:
-    """Parameter identities ``(name, shape, dtype)`` and float64 sums ``[P, 4]`` on the CPU.
-
-    Columns: ``sum p``, ``sum |p|``, ``sum p^2``, ``sum p_i p_{i+1}`` (flattened; catches shuffles).
-    """
-    keys, rows = [], []
-    for name, p in model.named_parameters():
-        q = p.detach().reshape(-1).double()
-        keys.append((name, tuple(p.shape), p.dtype))
-        rows.append(torch.stack([q.sum(), q.abs().sum(), (q * q).sum(), (q[1:] * q[:-1]).sum()]))
-    return keys, (torch.stack(rows).cpu() if rows else torch.zeros(0, 4, dtype=torch.float64))
 
 
 class PatternExplainer(BaseExplainer):
@@ -314,7 +302,7 @@ class PatternExplainer(BaseExplainer):
         self._patterns = patterns
         self.n_degenerate = n_degenerate
         self._eff_cache = {}
-        self._fp = _fingerprint(self.model)
+        self._fp = fingerprint(self.model, buffers=False)
 
     # ------------------------------------------------------------------ checks
     def _check_structure(self) -> None:
@@ -328,7 +316,7 @@ class PatternExplainer(BaseExplainer):
             raise NotFittedError(f"{self.name} needs data: call .fit(loader) before explaining "
                                  "(patterns are estimated from layer statistics)")
         self._check_structure()
-        keys, fp = _fingerprint(self.model)
+        keys, fp = fingerprint(self.model, buffers=False)
         keys0, fp0 = self._fp
         if keys != keys0:
             changed = sorted(set(keys) ^ set(keys0))

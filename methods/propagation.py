@@ -36,8 +36,9 @@ function (``relu``, ``relu_``, ``leaky_relu``, ``gelu``, ``sigmoid``, ``tanh``, 
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -54,17 +55,7 @@ from zennit.types import Linear as LinearTypes
 from methods.canonizers import canonizers_for
 from methods.registry import BaseExplainer, check_logits, register
 
-__all__ = [
-    "DTDZBox",
-    "DeconvNet",
-    "GuidedBackprop",
-    "LRPAlphaBeta",
-    "LRPComposite",
-    "LRPEpsilon",
-    "LRPZ",
-    "LRPZPlus",
-    "ZennitExplainer",
-]
+__all__ = ["DTDZBox", "DeconvNet", "GuidedBackprop", "LRP", "LRPComposite", "RULES", "ZennitExplainer"]
 
 # torch functions / Tensor methods that are activations: called outside an nn.ReLU module they are a
 # non-linearity that Guided Backprop / DeconvNet hooks cannot reach
@@ -235,100 +226,102 @@ class DeconvNet(GuidedBackprop):
         return LayerMapComposite([(nn.ReLU, ReLUDeconvNet())])
 
 
-class _LRP(ZennitExplainer):
-    """LRP explainer; the canonizers are looked up at construction (fails fast on unknown models)."""
+def _rule_z(stabilizer: float = 1e-12) -> Epsilon:
+    return Epsilon(epsilon=float(stabilizer))
+
+
+def _rule_epsilon(epsilon: float = 0.01) -> Epsilon:
+    return Epsilon(epsilon=float(epsilon))
+
+
+def _rule_alpha_beta(alpha: float = 2.0, beta: float = 1.0) -> AlphaBeta:
+    if abs(alpha - beta - 1) > 1e-9 or beta < 0:
+        raise ValueError(f"lrp_alpha_beta needs alpha - beta = 1 and beta >= 0, got alpha={alpha}, beta={beta}")
+    return AlphaBeta(alpha=float(alpha), beta=float(beta))
+
+
+def _rule_zplus() -> ZPlus:
+    return ZPlus()
+
+
+#: the rules of :class:`LRP`: name -> factory of the zennit rule from the rule's own parameters
+RULES: dict[str, Callable[..., Any]] = {
+    "z": _rule_z, "epsilon": _rule_epsilon, "alpha_beta": _rule_alpha_beta, "zplus": _rule_zplus,
+}
+
+
+class LRP(ZennitExplainer):
+    """LRP with one rule on every linear/conv layer (zennit's way: the rule is a parameter, not a class).
+
+    Args:
+        model: the network; its canonizers are looked up at construction (fails fast on unknown models).
+        rule: a key of :data:`RULES`: ``"z"`` (``stabilizer``, default 1e-12, keeps zero denominators finite and
+            is also the Norm rule's stabilizer on sums and average pooling: LRP-0 = DTD with the zero root point,
+            equal to Gradient x Input on ReLU networks), ``"epsilon"`` (``epsilon``, default 0.01),
+            ``"alpha_beta"`` (``alpha`` 2, ``beta`` 1; ``alpha - beta`` must be 1) or ``"zplus"`` (no parameter).
+        canonizers: overrides the lookup of :func:`methods.canonizers.canonizers_for`.
+        low, high: the data domain (unused by these rules).
+        **rule_params: the rule's parameters.
+
+    Raises ``ValueError`` for an unknown rule or a parameter the rule does not take.
+    """
+
+    stabilizer: float = 1e-6  # of the Norm rule on sums and average pooling
 
     def __init__(
         self,
         model: nn.Module,
         *,
+        rule: str = "z",
         canonizers: Sequence[Canonizer] | None = None,
         low: float = 0.0,
         high: float = 1.0,
+        **rule_params: Any,
     ) -> None:
+        if rule not in RULES:
+            raise ValueError(f"unknown LRP rule {rule!r}; accepted: {', '.join(RULES)}")
+        if type(self) is LRP:  # subclasses name themselves
+            self.method_name = f"lrp_{rule}"
+        try:
+            inspect.signature(RULES[rule]).bind(**rule_params)
+        except TypeError:
+            accepted = ", ".join(inspect.signature(RULES[rule]).parameters) or "none"
+            raise ValueError(f"{self.method_name}: unknown parameter(s) {sorted(rule_params)}; "
+                             f"accepted: {accepted}") from None
+        self.rule_name, self.rule_params = rule, dict(rule_params)
+        RULES[rule](**rule_params)  # validate the values now, not at the first call
+        if rule == "z":
+            self.stabilizer = float(rule_params.get("stabilizer", 1e-12))
         super().__init__(model, low=low, high=high)
         if canonizers is None:
             canonizers = canonizers_for(model, self.method_name)
         self.canonizers = list(canonizers)
 
-    stabilizer: float = 1e-6  # of the Norm rule on sums and average pooling
-
-    def rule(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def rule(self) -> Any:
+        """A fresh zennit rule for one composite."""
+        return RULES[self.rule_name](**self.rule_params)
 
     def composite(self, x: Tensor) -> Composite:
         layer_map = _base_map(self.stabilizer) + [(LinearTypes, self.rule())]
         return LayerMapComposite(layer_map, canonizers=self.canonizers)
 
 
-@register("lrp_z")
-class LRPZ(_LRP):
-    """LRP-0 / z-rule = DTD with the zero root point; equals Gradient x Input on ReLU networks.
-
-    ``stabilizer`` (default 1e-12) only keeps zero denominators finite (plain eps=0 gives NaN);
-    it is also used by the Norm rule of sums (residual adds) and average pooling.
-    """
-
-    method_name = "lrp_z"
-
-    def __init__(self, model: nn.Module, *, stabilizer: float = 1e-12, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.stabilizer = float(stabilizer)
-
-    def rule(self) -> Epsilon:
-        return Epsilon(epsilon=self.stabilizer)
-
-
-@register("lrp_epsilon")
-class LRPEpsilon(_LRP):
-    """LRP-epsilon on every linear/conv layer (``epsilon``, default 0.01, added to the denominators)."""
-
-    method_name = "lrp_epsilon"
-
-    def __init__(self, model: nn.Module, *, epsilon: float = 0.01, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.epsilon = float(epsilon)
-
-    def rule(self) -> Epsilon:
-        return Epsilon(epsilon=self.epsilon)
-
-
-@register("lrp_alpha_beta")
-class LRPAlphaBeta(_LRP):
-    """LRP-alpha-beta on every linear/conv layer (default alpha=2, beta=1; alpha - beta must be 1)."""
-
-    method_name = "lrp_alpha_beta"
-
-    def __init__(self, model: nn.Module, *, alpha: float = 2.0, beta: float = 1.0, **kwargs: Any) -> None:
-        if abs(alpha - beta - 1) > 1e-9 or beta < 0:
-            raise ValueError(
-                f"lrp_alpha_beta needs alpha - beta = 1 and beta >= 0, got alpha={alpha}, beta={beta}"
-            )
-        super().__init__(model, **kwargs)
-        self.alpha, self.beta = float(alpha), float(beta)
-
-    def rule(self) -> AlphaBeta:
-        return AlphaBeta(alpha=self.alpha, beta=self.beta)
-
-
-@register("lrp_zplus")
-class LRPZPlus(_LRP):
-    """LRP z+ (= alpha 1, beta 0; DTD's rule for ReLU layers) on every linear/conv layer."""
-
-    method_name = "lrp_zplus"
-
-    def rule(self) -> ZPlus:
-        return ZPlus()
+for _rule in RULES:
+    register(f"lrp_{_rule}")(functools.partial(LRP, rule=_rule))
 
 
 @register("dtd_zbox")
-class DTDZBox(_LRP):
+class DTDZBox(LRP):
     """Deep Taylor Decomposition (Montavon et al. 2017): zB rule on the first layer, z+ above.
 
     The zB bounds are the data domain ``low`` / ``high`` (they move with a shifted encoding).
     """
 
     method_name = "dtd_zbox"
+
+    def __init__(self, model: nn.Module, *, canonizers: Sequence[Canonizer] | None = None, low: float = 0.0,
+                 high: float = 1.0) -> None:
+        super().__init__(model, rule="zplus", canonizers=canonizers, low=low, high=high)
 
     def composite(self, x: Tensor) -> Composite:
         return SpecialFirstLayerMapComposite(
@@ -351,7 +344,7 @@ def _composite_class(name: str) -> type:
 
 
 @register("lrp_composite")
-class LRPComposite(_LRP):
+class LRPComposite(LRP):
     """A zennit named composite for CNNs: ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``,
     ``epsilon_alpha2_beta1``, ``epsilon_plus``, ``epsilon_alpha2_beta1_flat`` (or their class names).
 
@@ -370,7 +363,7 @@ class LRPComposite(_LRP):
         **kwargs: Any,
     ) -> None:
         self.composite_cls = _composite_class(composite)
-        super().__init__(model, **kwargs)
+        super().__init__(model, rule="zplus", **kwargs)
         self.composite_name = composite
         self.composite_params = dict(composite_params or {})
 

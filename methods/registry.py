@@ -27,6 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from methods.state import eval_mode, frozen
+
 __all__ = [
     "DOMAIN_KEYS",
     "BaseExplainer",
@@ -146,19 +148,8 @@ def explaining(model: nn.Module) -> Iterator[nn.Module]:
     also when the body raises. Eval mode makes maps deterministic (no dropout) and keeps
     BatchNorm's running statistics untouched.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in grads:
-            p.requires_grad_(False)
-        with torch.inference_mode(False), torch.enable_grad():
-            yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in grads:
-            p.requires_grad_(flag)
+    with eval_mode(model), frozen(model), torch.inference_mode(False), torch.enable_grad():
+        yield model
 
 
 class BaseExplainer:

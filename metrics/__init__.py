@@ -9,7 +9,10 @@ float64) on the input's device, without Python loops over samples:
 - :func:`hog_features`, :func:`hog_similarity`: ``skimage.feature.hog``; Spearman of the features
 - :func:`topk_intersection`: shared fraction of the top-k positions by magnitude
 - :func:`normalize`: the sanity-checks paper's per-sample post-processing
-- :func:`get`, :func:`names`, :func:`register`: scorers by name; :func:`count_nan` counts undefined scores
+- :func:`count_nan` counts undefined scores (NaN)
+
+The harness decides which of these it computes, how maps are post-processed first, and what a score means
+(its direction and thresholds): :mod:`bench.core.scores`. This package stays a library of pure functions.
 
 Undefined cases: a constant sample has no correlation (NaN, as SciPy); NaN inputs raise ``ValueError``
 naming the metric and the count; pairs of different shapes raise ``ValueError`` naming both shapes.
@@ -21,7 +24,6 @@ from metrics._checks import count_nan
 from metrics.hog import hog_features, hog_similarity
 from metrics.normalize import MODES, batch_percentile, normalize
 from metrics.rank import centred_ranks, pearson, rankdata, spearman, spearman_ranked, topk_intersection
-from metrics.registry import get, names, register
 from metrics.ssim import ssim
 
 __all__ = [
@@ -29,14 +31,11 @@ __all__ = [
     "batch_percentile",
     "centred_ranks",
     "count_nan",
-    "get",
     "hog_features",
     "hog_similarity",
-    "names",
     "normalize",
     "pearson",
     "rankdata",
-    "register",
     "spearman",
     "spearman_ranked",
     "ssim",

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -26,27 +24,21 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import scipy
 import skimage
 import torch
 from scipy.stats import spearmanr
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for _path in (ROOT, HERE):  # run as a plain script from a checkout: the project and the scripts' helpers
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from _machine import describe  # noqa: E402
+
 import metrics  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _ref_ssim(**kw) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -123,16 +115,14 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def machine(args: argparse.Namespace) -> str:
-    device = torch.device(args.device)
-    gpu = f", GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    """The results section's machine lines (markdown bullets): device and dtype, CPU, library versions."""
+    m = describe(args.device, {"scikit-image": skimage.__version__})
+    gpu = f", GPU: {m.gpu}" if m.gpu else ""
     return (
-        f"- device: {args.device}{gpu}; dtype {args.dtype}\n"
-        f"- CPU: {_cpu_model()}; {os.cpu_count()} CPUs, {affinity} usable by this process, "
-        f"torch intra-op threads {torch.get_num_threads()}; load average at start {load}\n"
-        f"- torch {torch.__version__}, numpy {np.__version__}, scipy {scipy.__version__}, "
-        f"scikit-image {skimage.__version__}, Python {platform.python_version()}"
+        f"- device: {m.device}{gpu}; dtype {args.dtype}\n"
+        f"- CPU: {m.cpu_model}; {m.cpu_count} CPUs, {m.usable_cpus} usable by this process, "
+        f"torch intra-op threads {m.torch_threads}; load average at start {m.load_str('.1f', ', ')}\n"
+        "- " + ", ".join(f"{lib} {v}" for lib, v in m.versions.items()) + f", Python {m.python}"
     )
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.models import create_model
+from bench.core.models import create_model
 
 # the methods that need data (fit(loader)) before they explain
 FIT_METHODS = {"pattern_net", "pattern_attribution"}

@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def mnist():
     """The bundled 5,000 MNIST digits in [0, 1], split 4,000 / 1,000."""
-    from bench.data import load_dataset
+    from bench.core.data import load_dataset
 
     return load_dataset("mnist_bundled")
 
@@ -38,7 +38,7 @@ def mnist():
 @pytest.fixture(scope="session")
 def trained_mlp(mnist):
     """``paper_mlp`` trained with the default settings (cached)."""
-    from bench.models import load_or_train
+    from bench.core.training import load_or_train
 
     model, info = load_or_train("paper_mlp", mnist, progress=False)
     return model, info
@@ -47,7 +47,7 @@ def trained_mlp(mnist):
 @pytest.fixture(scope="session")
 def trained_cnn(mnist):
     """``small_cnn`` trained with the default settings (cached)."""
-    from bench.models import load_or_train
+    from bench.core.training import load_or_train
 
     model, info = load_or_train("small_cnn", mnist, progress=False)
     return model, info

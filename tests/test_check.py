@@ -7,8 +7,10 @@ import math
 import pandas as pd
 import pytest
 
-from bench.check import baseline_metric, compare, main
-from bench.leaderboard import build_leaderboard, read_leaderboard_csv
+from bench.cli.check import main
+from bench.reporting.check import baseline_metric, compare
+from bench.reporting.leaderboard import build_leaderboard
+from bench.reporting.render import read_leaderboard_csv
 from tests.test_leaderboard import full_table, make_sweep
 
 CELL = "rand/cascading/spearman_abs/last"

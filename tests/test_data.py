@@ -1,4 +1,4 @@
-"""bench.data: shapes, ranges, encodings, split determinism, clear errors."""
+"""bench.core.data: shapes, ranges, encodings, split determinism, clear errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import DatasetNotFoundError, encode, load_dataset, natural_image, natural_images
+from bench.core.data import DatasetNotFoundError, encode, load_dataset, natural_image, natural_images
 
 
 def test_bundled_mnist_shapes_and_range(mnist):

@@ -6,9 +6,12 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from bench.invariance import input_invariance, verdicts
-from bench.shifts import make_shift, target_picture
-from bench.twins import TwinPremiseError
+from bench.core.settings import RunSettings, ScoreSettings
+from bench.experiments.invariance import input_invariance
+from bench.reporting.aggregate import invariance_verdicts
+from bench.reporting.aggregate import invariance_verdicts as verdicts
+from bench.twins.build import TwinPremiseError
+from bench.twins.shifts import ShiftSpec, make_shift, target_picture
 
 SIGNAL = ["gradient", "guided_backprop", "pattern_net", "pattern_attribution"]
 ATTRIBUTION = ["gradient_x_input", "integrated_gradients", "lrp_z"]
@@ -29,9 +32,10 @@ def _methods(sg_n: int = 4) -> dict:
 def _shifts(model, data):
     shape = data.input_shape
     return {
-        "mean_shift": make_shift("mean_shift", shape, value=-1.0),
-        "checkerboard": make_shift("checkerboard", shape, size=4, amplitude=1.0),
-        "adversarial_image": make_shift("adversarial_image", shape, model=model, x_hat=data.x_test[0]),
+        "mean_shift": make_shift(ShiftSpec("mean_shift", value=-1.0), shape),
+        "checkerboard": make_shift(ShiftSpec("checkerboard", size=4, amplitude=1.0), shape),
+        "adversarial_image": make_shift(ShiftSpec("adversarial_image", sample=0), shape, model=model,
+                                        x_test=data.x_test),
     }
 
 
@@ -48,8 +52,9 @@ def _expected(method: str, shift: str) -> bool:
 @pytest.fixture(scope="module", params=["trained_mlp", "trained_cnn"])
 def run(request, mnist):
     model, _ = request.getfixturevalue(request.param)
-    res = input_invariance(model, mnist, _methods(), _shifts(model, mnist), n_samples=12, batch_size=12,
-                           fit_samples=1000, metrics=["ssim", "spearman"], model_name=request.param)
+    res = input_invariance(model, mnist, _methods(), _shifts(model, mnist),
+                           run=RunSettings(n_samples=12, batch_size=12, fit_samples=1000),
+                           scoring=ScoreSettings(names=["ssim", "spearman"]), model_name=request.param)
     return request.param, res
 
 
@@ -62,7 +67,7 @@ def test_premise_holds_in_float64(run):
 
 def test_reproduces_the_papers_table(run):
     name, res = run
-    v = res.verdicts.set_index(["method", "condition"])
+    v = invariance_verdicts(res.table).set_index(["method", "condition"])
     wrong = []
     for (method, shift), row in v.iterrows():
         if bool(row.invariant) != _expected(method, shift):
@@ -78,7 +83,7 @@ def test_invariant_methods_are_exact(run):
     whose patch statistics differ at the borders (see bench.invariance); max-pool ties are broken alike in
     both networks (bench.ties)."""
     name, res = run
-    v = res.verdicts.set_index(["method", "condition"])
+    v = invariance_verdicts(res.table).set_index(["method", "condition"])
     if name == "trained_cnn":
         v = v[[not m.removeprefix("sg_").startswith("pattern_") for m, _ in v.index]]
     assert (v.exact == v.invariant).all(), v[v.exact != v.invariant]
@@ -100,7 +105,7 @@ def test_adversarial_picture_appears_in_gradient_x_input(run):
 
 def test_table_follows_the_contract(run):
     name, res = run
-    from bench.results import COLUMNS
+    from bench.core.results import COLUMNS
 
     t = res.table
     assert list(t.columns) == COLUMNS
@@ -111,18 +116,20 @@ def test_table_follows_the_contract(run):
 
 
 def test_failing_premise_is_an_error_with_numbers(trained_mlp, mnist, monkeypatch):
-    import bench.invariance as inv
+    import bench.experiments.invariance as inv
 
     model, _ = trained_mlp
     real = inv.shifted_twin
     monkeypatch.setattr(inv, "shifted_twin", lambda f, m, example=None: real(f, 0.5 * m, example=example))
     with pytest.raises(TwinPremiseError, match=r"max \|f1\(x\) - f2\(x \+ m\)\|"):
-        input_invariance(model, mnist, ["gradient"], {"mean_shift": torch.full((1, 28, 28), -1.0)}, n_samples=4)
+        input_invariance(model, mnist, ["gradient"], {"mean_shift": torch.full((1, 28, 28), -1.0)},
+                         run=RunSettings(n_samples=4))
 
 
 def test_a_failing_method_is_recorded_and_the_others_go_on(trained_mlp, mnist):
     model, _ = trained_mlp
     res = input_invariance(model, mnist, {"gradient": {"name": "gradient"}, "broken": {"name": "grad_cam"}},
-                           {"mean_shift": torch.full((1, 28, 28), -1.0)}, n_samples=4, metrics=["ssim"])
+                           {"mean_shift": torch.full((1, 28, 28), -1.0)}, run=RunSettings(n_samples=4),
+                           scoring=ScoreSettings(names=["ssim"]))
     assert ("broken", "mean_shift") in res.errors and "Conv" in res.errors[("broken", "mean_shift")]
     assert set(res.table.method) == {"gradient"}

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import leaderboard as lbm
-from bench.results import concat, score_rows, write_table
+from bench.cli import leaderboard as lb_cli
+from bench.core.results import concat, score_rows, write_table
+from bench.reporting import leaderboard as lbm
+from bench.reporting import render
 
 INV, RAND = "input_invariance", "model_randomization"
 
@@ -192,14 +194,14 @@ def test_cli_writes_three_formats(tmp_path, capsys):
     sweep = make_sweep(tmp_path)
     out = tmp_path / "out"
     # the job folder is also inside the sweep: its rows must not count twice
-    assert lbm.main([str(sweep), str(sweep / "0"), "--out", str(out)]) == 0
+    assert lb_cli.main([str(sweep), str(sweep / "0"), "--out", str(out)]) == 0
     md = capsys.readouterr().out
     assert "## mlp" in md and "## cnn" in md and "| gradient" in md
     assert "Failed jobs (1)" in md and "RuntimeError: boom in broken" in md and "method=broken" in md
     assert {p.name for p in out.iterdir()} == {"leaderboard.md", "leaderboard.csv", "leaderboard.html"}
     assert (out / "leaderboard.md").read_text() == md.removesuffix("\n")
 
-    csv = lbm.read_leaderboard_csv(out / "leaderboard.csv")
+    csv = render.read_leaderboard_csv(out / "leaderboard.csv")
     expected = lbm.build_leaderboard(full_table())
     pd.testing.assert_frame_equal(csv, expected, check_dtype=False)
 
@@ -212,24 +214,24 @@ def test_cli_writes_three_formats(tmp_path, capsys):
 
 def test_cli_formats_default_out_and_errors(tmp_path, capsys):
     sweep = make_sweep(tmp_path, failed=False, figure=False)
-    assert lbm.main([str(sweep), "--format", "csv", "--sort", "method", "--metric", "ssim"]) == 0
+    assert lb_cli.main([str(sweep), "--format", "csv", "--sort", "method", "--metric", "ssim"]) == 0
     assert [p.name for p in sweep.glob("leaderboard.*")] == ["leaderboard.csv"]
     assert "Failed jobs" not in capsys.readouterr().out
-    csv = lbm.read_leaderboard_csv(sweep / "leaderboard.csv")
+    csv = render.read_leaderboard_csv(sweep / "leaderboard.csv")
     assert "rand/cascading/ssim/last" in csv.columns
     assert list(csv.method[csv.model == "mlp"]) == ["gbp", "gradient", "gxi", "ig_black"]
 
     empty = tmp_path / "empty"
     (empty / "job").mkdir(parents=True)
     (empty / "job" / "job.json").write_text(json.dumps({"status": "failed", "error": "OSError: no data"}))
-    assert lbm.main([str(empty)]) == 2
+    assert lb_cli.main([str(empty)]) == 2
     err = capsys.readouterr().err
     assert "no results.parquet" in err and "OSError: no data" in err
     with pytest.raises(SystemExit):
-        lbm.main([str(sweep), "--format", "pdf"])
+        lb_cli.main([str(sweep), "--format", "pdf"])
 
 
 def test_html_without_figures_or_rows():
-    page = lbm.to_html(lbm.build_leaderboard(invariance_table()))
+    page = render.to_html(lbm.build_leaderboard(invariance_table()))
     assert "<img" not in page and "<h2>mlp</h2>" in page
-    assert "No results" in lbm.to_markdown(lbm.build_leaderboard(invariance_table().iloc[:0]))
+    assert "No results" in render.to_markdown(lbm.build_leaderboard(invariance_table().iloc[:0]))

@@ -94,7 +94,8 @@ def test_ig_reports_its_completeness_error(model_name: str, baseline: str) -> No
 @pytest.fixture(scope="module")
 def briefly_trained(mnist):
     """``paper_mlp`` (64 wide) and ``small_cnn`` (4/8 channels) after one epoch on the bundled digits."""
-    from bench.models import TrainConfig, create_model, train
+    from bench.core.models import create_model
+    from bench.core.training import TrainConfig, train
 
     models = {}
     for name, kw in [("paper_mlp", {"hidden": 64}), ("small_cnn", {"channels": (4, 8), "hidden": 32})]:
@@ -170,7 +171,7 @@ def test_smoothgrad_inherits_base_parameters() -> None:
     )
     assert (sg.base.steps, sg.base.baseline, sg.base.low, sg.base.high) == (7, "black", -1.0, 2.0)
     sg = methods.create("smoothgrad", model, base="lrp_epsilon", base_params={"epsilon": 0.5})
-    assert sg.base.epsilon == 0.5
+    assert sg.base.rule_params == {"epsilon": 0.5}
     with pytest.raises(TypeError):
         methods.create("smoothgrad", model, base="gradient", epsilon=0.5)
     with pytest.raises(ValueError, match="explainer object"):

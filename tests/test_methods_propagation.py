@@ -184,7 +184,7 @@ def test_lrp_refuses_unmergeable_batchnorm_and_attention_blocks() -> None:
     bn_first = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(3))
     with pytest.raises(UnsupportedModelError, match="BatchNorm '0' cannot be merged"):
         canonizers_for(bn_first, "lrp_z")
-    from bench.models import create_model
+    from bench.core.models import create_model
 
     se = create_model("timm:seresnet18", (3, 32, 32), 5, channels=(4, 8, 8, 8), stem_width=4)
     with pytest.raises(UnsupportedModelError, match="model ResNet: its submodule 'layer1.0.se'"):

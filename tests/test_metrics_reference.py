@@ -246,14 +246,6 @@ def test_normalize_constant_maps_and_bad_mode():
         metrics.normalize(z, "log")
 
 
-def test_registry():
-    assert metrics.names() == sorted(["ssim", "spearman", "spearman_abs", "pearson", "hog", "topk"])
-    a = _maps("unit", (2, 16, 16))
-    assert metrics.get("ssim")(a, a).tolist() == pytest.approx([1.0, 1.0])
-    with pytest.raises(ValueError, match="unknown metric 'iou'"):
-        metrics.get("iou")
-
-
 @pytest.mark.gpu
 def test_cuda_equals_cpu():
     a = _maps("sparse", (4, 3, 32, 32))

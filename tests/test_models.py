@@ -1,4 +1,4 @@
-"""bench.models: shapes, training beats chance, checkpoint cache, clear errors."""
+"""bench.core.models and bench.core.training: shapes, training beats chance, checkpoint cache, clear errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from bench.data import Dataset
-from bench.models import TrainConfig, create_model, load_or_train, model_names, train
+from bench.core.data import Dataset
+from bench.core.models import create_model, model_names
+from bench.core.training import TrainConfig, load_or_train, train
 
 
 @pytest.mark.parametrize("name", ["paper_mlp", "small_cnn"])
@@ -62,15 +63,15 @@ def test_training_is_seeded(mnist):
 
 def test_checkpoint_cache_hit_on_second_call(mnist, tmp_path):
     data: Dataset = _subset(mnist, 300)
-    cfg = TrainConfig(epochs=1, seed=1)
-    m1, info1 = load_or_train("paper_mlp", data, cfg, model_kw={"hidden": 32}, cache=tmp_path, progress=False)
-    m2, info2 = load_or_train("paper_mlp", data, cfg, model_kw={"hidden": 32}, cache=tmp_path, progress=False)
+    cfg = TrainConfig(epochs=1, seed=1, cache_dir=str(tmp_path))
+    m1, info1 = load_or_train("paper_mlp", data, cfg, model_kw={"hidden": 32}, progress=False)
+    m2, info2 = load_or_train("paper_mlp", data, cfg, model_kw={"hidden": 32}, progress=False)
     assert not info1["cached"] and info2["cached"] and info1["path"] == info2["path"]
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     # another seed is another checkpoint
-    _, info3 = load_or_train("paper_mlp", data, TrainConfig(epochs=1, seed=2), model_kw={"hidden": 32},
-                             cache=tmp_path, progress=False)
+    _, info3 = load_or_train("paper_mlp", data, TrainConfig(epochs=1, seed=2, cache_dir=str(tmp_path)),
+                             model_kw={"hidden": 32}, progress=False)
     assert not info3["cached"] and info3["path"] != info1["path"]
 
 

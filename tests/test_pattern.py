@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import methods
-from bench.models import create_model
+from bench.core.models import create_model
 from methods.pattern import NotFittedError, PatternExplainer, StalePatternsError
 
 NAMES = ["pattern_net", "pattern_attribution"]

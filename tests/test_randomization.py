@@ -7,9 +7,9 @@ import timm
 import torch
 from torch import nn
 
-import bench.randomization as R
-from bench.models import create_model
-from bench.randomization import check_partition, permuted_labels, randomized, unit_seed, units
+from bench.core.models import create_model
+from bench.experiments.label_randomization import permuted_labels
+from bench.randomization import check_partition, randomized, unit_seed, units
 
 
 @torch.no_grad()
@@ -375,7 +375,7 @@ def test_premise_fires_on_noop_init():
 
 def test_premise_fires_when_default_init_changes_nothing(monkeypatch):
     m = fake_train(bn_net())
-    monkeypatch.setattr(R, "_init_default", lambda module, mname, own, gen: None)
+    monkeypatch.setattr("bench.randomization.reinit._init_default", lambda module, mname, own, gen: None)
     with pytest.raises(RuntimeError, match="unit '7'"):
         next(randomized(m, "independent", example=IMG8, stages=["7"]))
     # an untrained LayerNorm already holds its initial values: resetting it is no randomization

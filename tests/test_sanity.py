@@ -12,13 +12,17 @@ import pytest
 import torch
 from torch import nn
 
-import bench.sanity as S
+import bench.experiments.model_randomization as S
 import methods.pattern
-from bench.data import Dataset
-from bench.explain import MethodSpec
-from bench.models import create_model
-from bench.results import COLUMNS
-from bench.sanity import model_randomization, save_figures, summary, train_on_permuted_labels
+from bench.core.data import Dataset
+from bench.core.explain import MethodSpec
+from bench.core.models import create_model
+from bench.core.results import COLUMNS
+from bench.core.settings import RunSettings, ScoreSettings
+from bench.experiments.label_randomization import train_on_permuted_labels
+from bench.experiments.model_randomization import RandomizationSpec, model_randomization
+from bench.reporting.aggregate import randomization_summary as summary
+from bench.reporting.figures import randomization_figures as save_figures
 
 # ------------------------------------------------------------------------------------------ fixtures
 
@@ -73,8 +77,9 @@ def same_state(model: nn.Module, ref: dict[str, torch.Tensor]) -> bool:
 def test_table_follows_contract(toy, mode, stages):
     data, model = toy
     metrics = ("ssim", "spearman", "spearman_abs", "hog", "topk")
-    res = model_randomization(model, data, FAST_METHODS, mode, metrics=metrics, n_samples=6, batch_size=4,
-                              model_name="toy_cnn", seed=3, config_hash="abc", keep_maps=2)
+    res = model_randomization(model, data, FAST_METHODS, mode,
+                              run=RunSettings(n_samples=6, batch_size=4, seed=3, keep_maps=2),
+                              scoring=ScoreSettings(names=metrics), model_name="toy_cnn", config_hash="abc")
     t = res.table
     assert list(t.columns) == COLUMNS
     assert res.errors == {}
@@ -97,8 +102,8 @@ def test_table_follows_contract(toy, mode, stages):
 
 def test_cascading_changes_maps_and_stage_count(toy):
     data, model = toy
-    res = model_randomization(model, data, ["gradient"], "cascading", metrics=("spearman",), n_samples=8,
-                              stages=2)
+    res = model_randomization(model, data, ["gradient"], RandomizationSpec(mode="cascading", stages=2),
+                              run=RunSettings(n_samples=8), scoring=ScoreSettings(names=("spearman",)))
     assert res.stages == ["9", "7"]
     # the last stage's gradient differs from the trained one
     assert not torch.allclose(res.maps["gradient"][0], res.maps["gradient"][-1])
@@ -125,7 +130,8 @@ def test_methods_run_stage_by_stage_and_trained_model_untouched(toy, monkeypatch
 
     monkeypatch.setattr(S, "make_explainer", spy_make)
     monkeypatch.setattr(S, "randomized", spy_randomized)
-    res = model_randomization(model, data, FAST_METHODS, "cascading", metrics=("spearman",), n_samples=4)
+    res = model_randomization(model, data, FAST_METHODS, "cascading", run=RunSettings(n_samples=4),
+                              scoring=ScoreSettings(names=("spearman",)))
 
     assert len(randomized_calls) == 1 and randomized_calls[0][0] is model and randomized_calls[0][1] == "cascading"
     labels = list(FAST_METHODS)
@@ -145,7 +151,8 @@ def test_trained_model_untouched_in_every_mode(toy):
     before = state(model)
     other = toy_cnn(seed=1)
     for mode in ("cascading", "bottom_up", "independent", "labels"):
-        model_randomization(model, data, ["gradient"], mode, metrics=("ssim",), n_samples=4,
+        model_randomization(model, data, ["gradient"], mode, run=RunSettings(n_samples=4),
+                            scoring=ScoreSettings(names=("ssim",)),
                             random_label_model=other if mode == "labels" else None)
         assert same_state(model, before), mode
 
@@ -162,8 +169,8 @@ def test_a_method_that_mutates_the_trained_model_is_caught(toy, monkeypatch):
 
     monkeypatch.setattr(S, "make_explainer", vandal)
     with pytest.raises(RuntimeError, match="trained model changed"):
-        model_randomization(model, data, ["gradient"], "labels", random_label_model=toy_cnn(seed=1),
-                            metrics=("ssim",), n_samples=4)
+        model_randomization(model, data, ["gradient"], "labels", run=RunSettings(n_samples=4),
+                            scoring=ScoreSettings(names=("ssim",)), random_label_model=toy_cnn(seed=1))
 
 
 def test_failures_are_recorded_and_the_others_go_on(toy, monkeypatch, tmp_path):
@@ -185,7 +192,8 @@ def test_failures_are_recorded_and_the_others_go_on(toy, monkeypatch, tmp_path):
         MethodSpec("flaky", "guided_backprop"),
         MethodSpec("unknown", "no_such_method"),
     ]
-    res = model_randomization(model, data, specs, "cascading", metrics=("spearman", "ssim"), n_samples=4)
+    res = model_randomization(model, data, specs, "cascading", run=RunSettings(n_samples=4),
+                              scoring=ScoreSettings(names=("spearman", "ssim")))
     assert set(res.errors) == {"bad_params", "flaky", "unknown"}
     assert res.errors["bad_params"].startswith("trained model: ValueError")
     assert res.errors["unknown"].startswith("trained model: ValueError")
@@ -217,7 +225,7 @@ def test_pattern_methods_refit_per_stage_on_the_fixed_fit_set(toy, monkeypatch):
 
     monkeypatch.setattr(methods.pattern.PatternExplainer, "fit", spy_fit)
     res = model_randomization(model, data, ["pattern_attribution", "pattern_net"], "cascading",
-                              metrics=("spearman",), n_samples=4, fit_samples=40)
+                              run=RunSettings(n_samples=4, fit_samples=40), scoring=ScoreSettings(names=("spearman",)))
     assert res.errors == {}
     n = 1 + len(res.stages)
     for name in ("pattern_attribution", "pattern_net"):
@@ -234,8 +242,8 @@ def test_pattern_methods_refit_per_stage_on_the_fixed_fit_set(toy, monkeypatch):
 def test_labels_mode_and_its_checks(toy):
     data, model = toy
     other = toy_cnn(seed=1)
-    res = model_randomization(model, data, FAST_METHODS, "labels", random_label_model=other,
-                              metrics=("ssim", "spearman"), n_samples=5)
+    res = model_randomization(model, data, FAST_METHODS, "labels", run=RunSettings(n_samples=5),
+                              scoring=ScoreSettings(names=("ssim", "spearman")), random_label_model=other)
     assert res.stages == ["permuted_labels"]
     assert set(res.table.layer) == {"permuted_labels"} and set(res.table.condition) == {"labels"}
     assert len(res.table) == len(FAST_METHODS) * 2 * 5
@@ -254,11 +262,11 @@ def test_bad_arguments(toy):
     data, model = toy
     with pytest.raises(ValueError, match="unknown randomization mode"):
         model_randomization(model, data, ["gradient"], "top_down")
-    with pytest.raises(ValueError, match="unknown metric"):
-        model_randomization(model, data, ["gradient"], "cascading", metrics=("ssim", "psnr"))
+    with pytest.raises(ValueError, match="unknown score"):
+        model_randomization(model, data, ["gradient"], "cascading", scoring=ScoreSettings(names=("ssim", "psnr")))
     with pytest.raises(ValueError, match="win_size"):  # SSIM cannot run on 8 x 8 maps: fails before any map
         tiny = create_model("small_cnn", (1, 8, 8), 3, channels=(2, 2), hidden=4)
-        model_randomization(tiny, toy_data(size=8), ["gradient"], "cascading", metrics=("ssim",))
+        model_randomization(tiny, toy_data(size=8), ["gradient"], "cascading", scoring=ScoreSettings(names=("ssim",)))
 
 
 def test_summary_last_stage_and_auc():
@@ -285,10 +293,11 @@ def _png_ok(path) -> None:
 
 def test_cascade_grid_columns(toy, tmp_path):
     """Input, trained map, one column per stage; a leading "trained" stage label is not repeated."""
-    from bench.figures import cascade_grid
+    from bench.reporting.figures import cascade_grid
 
     data, model = toy
-    res = model_randomization(model, data, FAST_METHODS, "cascading", n_samples=2, metrics=("spearman",))
+    res = model_randomization(model, data, FAST_METHODS, "cascading", run=RunSettings(n_samples=2),
+                              scoring=ScoreSettings(names=("spearman",)))
     a = cascade_grid(res.maps, res.stages, res.inputs, tmp_path / "a.png")
     b = cascade_grid(res.maps, ["trained", *res.stages], res.inputs, tmp_path / "b.png")
     short = {k: v[:-1] for k, v in res.maps.items()}
@@ -300,7 +309,7 @@ def test_cascade_grid_columns(toy, tmp_path):
 
 def test_figures_fast(toy, tmp_path):
     data, model = toy
-    res = model_randomization(model, data, FAST_METHODS, "cascading", n_samples=6)
+    res = model_randomization(model, data, FAST_METHODS, "cascading", run=RunSettings(n_samples=6))
     paths = save_figures(res, tmp_path)
     assert [p.name for p in paths] == ["randomization_cascading_grid.png", "randomization_cascading_curves.png"]
     for p in paths:
@@ -310,23 +319,24 @@ def test_figures_fast(toy, tmp_path):
 def test_train_on_permuted_labels_small(tmp_path):
     data = toy_data(n_train=48, classes=4)
     model, info = train_on_permuted_labels("paper_mlp", data, epochs=60, lr=0.1, train_samples=32, min_train_acc=0.9,
-                                           model_kw={"hidden": 64, "depth": 1}, cache=tmp_path)
+                                           model_kw={"hidden": 64, "depth": 1}, cache_dir=str(tmp_path))
     assert info["train_acc"] >= 0.9 and info["train_samples"] == 32 and info["epochs"] == 60
     assert info["lr"] == 0.1 and not info["cached"]
     again, info2 = train_on_permuted_labels("paper_mlp", data, epochs=60, lr=0.1, train_samples=32,
-                                            model_kw={"hidden": 64, "depth": 1}, cache=tmp_path)
+                                            model_kw={"hidden": 64, "depth": 1}, cache_dir=str(tmp_path))
     assert info2["cached"] and info2["path"] == info["path"]
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters(), strict=True))
     other, info3 = train_on_permuted_labels("paper_mlp", data, epochs=60, lr=0.1, train_samples=32, seed=1,
-                                            min_train_acc=0.0, model_kw={"hidden": 64, "depth": 1}, cache=tmp_path)
+                                            min_train_acc=0.0, model_kw={"hidden": 64, "depth": 1},
+                                            cache_dir=str(tmp_path))
     assert info3["path"] != info["path"]  # another permutation, another checkpoint
     with pytest.raises(RuntimeError, match="permuted training labels"):
         train_on_permuted_labels("paper_mlp", data, epochs=1, lr=0.01, train_samples=32, min_train_acc=0.99,
-                                 model_kw={"hidden": 64, "depth": 1}, cache=tmp_path)
+                                 model_kw={"hidden": 64, "depth": 1}, cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="train_samples"):
-        train_on_permuted_labels("paper_mlp", data, train_samples=0, cache=tmp_path)
+        train_on_permuted_labels("paper_mlp", data, train_samples=0, cache_dir=str(tmp_path))
     _, info4 = train_on_permuted_labels("paper_mlp", data, epochs=1, train_samples=10_000, min_train_acc=0.0,
-                                        model_kw={"hidden": 64, "depth": 1}, cache=tmp_path)
+                                        model_kw={"hidden": 64, "depth": 1}, cache_dir=str(tmp_path))
     assert info4["train_samples"] == 48  # at most the training set
 
 
@@ -362,8 +372,9 @@ def last_stage(res) -> pd.DataFrame:
 def cnn_cascading(mnist, trained_cnn):
     model, _ = trained_cnn
     start = time.perf_counter()
-    res = model_randomization(model, mnist, PAPER_METHODS, "cascading", metrics=PAPER_METRICS,
-                              n_samples=PAPER_SAMPLES, model_name="small_cnn", keep_maps=PAPER_SAMPLES)
+    res = model_randomization(model, mnist, PAPER_METHODS, "cascading",
+                              run=RunSettings(n_samples=PAPER_SAMPLES, keep_maps=PAPER_SAMPLES),
+                              scoring=ScoreSettings(names=PAPER_METRICS), model_name="small_cnn")
     print(f"cascading on small_cnn: {time.perf_counter() - start:.1f}s\n{last_stage(res).round(3)}")
     return res
 
@@ -376,9 +387,10 @@ def cnn_label_model(mnist):
 
 @pytest.fixture(scope="module")
 def cnn_labels(mnist, trained_cnn, cnn_label_model):
-    res = model_randomization(trained_cnn[0], mnist, PAPER_METHODS, "labels", random_label_model=cnn_label_model[0],
-                              metrics=PAPER_METRICS, n_samples=PAPER_SAMPLES, model_name="small_cnn",
-                              keep_maps=PAPER_SAMPLES)
+    res = model_randomization(trained_cnn[0], mnist, PAPER_METHODS, "labels",
+                              run=RunSettings(n_samples=PAPER_SAMPLES, keep_maps=PAPER_SAMPLES),
+                              scoring=ScoreSettings(names=PAPER_METRICS), random_label_model=cnn_label_model[0],
+                              model_name="small_cnn")
     print(f"labels on small_cnn:\n{last_stage(res).round(3)}")
     return res
 

@@ -1,4 +1,4 @@
-"""bench.scoring: a Reference gives exactly the scores of the plain tensor; errors name what is wrong."""
+"""bench.core.scoring: a MapBatch gives exactly the scores of the plain tensor; errors name what is wrong."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 from scipy.stats import spearmanr
 
 import metrics
-from bench.scoring import SCORES, Reference, score_maps
+from bench.core.scores import score_names
+from bench.core.scoring import MapBatch, score_maps
 
 
 def _maps(shape, seed):
@@ -20,22 +21,22 @@ def _maps(shape, seed):
 @pytest.mark.parametrize("shape", [(5, 28, 28), (3, 1, 28, 28), (2, 3, 50, 50)], ids=["BHW", "B1HW", "B3HW"])
 @pytest.mark.parametrize("normalization", ["abs", "signed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_reference_scores_equal_plain_scores(shape, normalization, dtype):
+def test_map_batch_scores_equal_plain_scores(shape, normalization, dtype):
     a = _maps(shape, 0).to(dtype)
-    ref = Reference(a)
+    ref = MapBatch(a)
     for seed in (1, 2, 3):  # the reference's work is reused across batches
         b = _maps(shape, seed).to(dtype)
-        plain = score_maps(a, b, SCORES, normalization=normalization)
-        cached = score_maps(ref, b, SCORES, normalization=normalization)
-        assert plain.keys() == cached.keys() == set(SCORES)
-        for name in SCORES:
+        plain = score_maps(a, b, score_names(), normalization=normalization)
+        cached = score_maps(ref, b, score_names(), normalization=normalization)
+        assert plain.keys() == cached.keys() == set(score_names())
+        for name in score_names():
             torch.testing.assert_close(cached[name], plain[name], rtol=0, atol=0, equal_nan=True, msg=name)
     assert set(ref._ranks) == {"signed", "abs"}
 
 
 def test_spearman_score_is_scipy_on_the_signed_normalized_maps():
     a, b = _maps((4, 28, 28), 0), _maps((4, 28, 28), 1)
-    got = score_maps(Reference(a), b, ["spearman"])["spearman"]
+    got = score_maps(MapBatch(a), b, ["spearman"])["spearman"]
     na, nb = metrics.normalize(a[:, None], "signed"), metrics.normalize(b[:, None], "signed")
     want = [spearmanr(x.flatten(), y.flatten()).statistic for x, y in zip(na.numpy(), nb.numpy(), strict=True)]
     np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
@@ -43,22 +44,22 @@ def test_spearman_score_is_scipy_on_the_signed_normalized_maps():
 
 def test_errors_name_the_bad_input():
     a = _maps((2, 8, 8), 0)
-    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['ssmi'\]; accepted: ssim"):
+    with pytest.raises(ValueError, match=r"unknown score 'ssmi'; accepted: ssim"):
         score_maps(a, a, ["ssmi"])
     with pytest.raises(ValueError, match=r"differ in shape: \(2, 8, 8\) vs \(2, 8, 9\)"):
-        score_maps(Reference(a), _maps((2, 8, 9), 1), ["ssim"])
+        score_maps(MapBatch(a), _maps((2, 8, 9), 1), ["ssim"])
     bad = a.clone()
     bad[0, 0, :3] = float("nan")
     with pytest.raises(ValueError, match="the first batch of maps holds 3 NaN values"):
-        Reference(bad)
+        MapBatch(bad)
     with pytest.raises(ValueError, match="the second batch of maps holds 3 NaN values"):
-        score_maps(Reference(a), bad, ["spearman"])
+        score_maps(MapBatch(a), bad, ["spearman"])
 
 
 def test_score_table_is_score_rows_per_entry_and_names_missing_columns():
     import pandas as pd
 
-    from bench.results import COLUMNS, concat, score_rows, score_table
+    from bench.core.results import COLUMNS, concat, score_rows, score_table
 
     entries = [({"method": "g", "layer": f"s{i}"}, {"spearman": torch.rand(5), "ssim": torch.rand(5)})
                for i in range(3)]

@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.results import read_tables
+from bench.core.results import read_tables
 from tests.test_cli import salbench
 
 TINY = ["+model.kwargs.hidden=32", "train.epochs=1", "run.n_samples=4", "run.batch_size=4", "run.progress=false",
         "run.figures=false", "logger=disabled", "run.tests=[invariance]", "transform=[mean_shift]",
-        "invariance.fit_samples=200"]
+        "run.fit_samples=200"]
 
 
 def _records(sweep: Path) -> list[dict]:
@@ -33,14 +33,14 @@ def test_sweep_writes_one_table_per_job_isolates_failures_and_resumes(tmp_path):
     table = read_tables([sweep])
     assert set(table.method) == {"gradient", "gradient_x_input"} and table.job.nunique() == 2
     # the leaderboard of that sweep lists both methods and the failed jobs
-    from bench.leaderboard import main as leaderboard_main
+    from bench.cli.leaderboard import main as leaderboard_main
 
     assert leaderboard_main([str(sweep), "--out", str(tmp_path / "board")]) == 0
     md = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "gradient_x_input" in md and "sideways" in md
     assert (tmp_path / "board" / "leaderboard.html").exists() and (tmp_path / "board" / "leaderboard.csv").exists()
     # the check passes on its own baseline and fails on a perturbed one
-    from bench.check import main as check_main
+    from bench.cli.check import main as check_main
 
     base = tmp_path / "baseline.csv"
     assert check_main([str(sweep), "--baseline", str(base), "--update"]) == 0

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.ties import TieStableMaxPool2d, default_rtol, stable_ties
-from bench.twins import shifted_twin
+from bench.twins.build import shifted_twin
+from bench.twins.ties import TieStableMaxPool2d, default_rtol, stable_ties
 
 GEOMETRIES = [  # kernel, stride, padding, dilation
     (2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 1), (2, 1, 0, 2), ((2, 3), (1, 2), (1, 1), 1), (2, None, 0, 1),

@@ -1,4 +1,4 @@
-"""bench.twins and bench.shifts: exact bias-compensated twins and the three shift families."""
+"""bench.twins.build and bench.twins.shifts: exact bias-compensated twins and the three shift families."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.models import create_model
-from bench.shifts import adversarial_image, checkerboard, custom, make_shift, mean_shift
-from bench.twins import BiasMapConv2d, TwinPremiseError, check_twin, first_layer, shifted_twin, twin_error
+from bench.core.models import create_model
+from bench.twins.build import BiasMapConv2d, TwinPremiseError, check_twin, first_layer, shifted_twin, twin_error
+from bench.twins.shifts import ShiftSpec, adversarial_image, checkerboard, custom, make_shift, mean_shift
 
 
 def _models():
@@ -147,7 +147,7 @@ def test_shift_shapes_and_values():
     assert board.shape == (2, 4, 4) and board[0, 0, 0] == 0 and board[0, 0, 2] == 0.5 and board[0, 2, 2] == 0
     assert torch.equal(board[0], board[1])
     with pytest.raises(ValueError, match="unknown shift kind 'sideways'"):
-        make_shift("sideways", (1, 4, 4))
+        make_shift(ShiftSpec("sideways"), (1, 4, 4))
 
 
 def test_custom_shift_file(tmp_path):
@@ -162,7 +162,7 @@ def test_custom_shift_file(tmp_path):
 def test_adversarial_shift_draws_the_picture_in_gradient_x_input():
     from scipy.stats import spearmanr
 
-    from bench.shifts import target_picture
+    from bench.twins.shifts import target_picture
 
     torch.manual_seed(0)
     model = create_model("paper_mlp", (1, 28, 28), 10, hidden=64).double()

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.results import concat, score_rows, write_table
-from bench.wandb_log import log_run
+from bench.core.results import concat, score_rows, write_table
+from bench.reporting.wandb_log import log_run
 
 
 def _table() -> pd.DataFrame:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import Tensor
+
+from bench._io import atomic_write
 
 __all__ = ["COLUMNS", "RESULTS_FILE", "score_rows", "score_table", "concat", "write_table", "read_table", "read_tables",
            "config_hash"]
@@ -32,11 +32,18 @@ _DTYPES = {"sample": "int64", "score": "float64", "seed": "int64"}
 _DEFAULTS = {"layer": "-", "seed": 0, "config_hash": ""}
 
 
+def _numpy(values: Any) -> np.ndarray:
+    """A float64 vector from a tensor (any device; torch is not imported here) or an array-like."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
 def score_table(
-    entries: Iterable[tuple[Mapping[str, Any], Mapping[str, Tensor]]], *, sample_offset: int = 0, **const: Any
+    entries: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]], *, sample_offset: int = 0, **const: Any
 ) -> pd.DataFrame:
-    """One frame for many entries ``(columns, {metric: Tensor[B]})``: ``columns`` (per entry) and ``const`` (for
-    all) give the contract's other columns (``layer`` defaults to ``"-"``, ``seed`` to 0, ``config_hash`` to
+    """One frame for many entries ``(columns, {metric: Tensor[B] or array})``: ``columns`` (per entry) and ``const``
+    (for all) give the contract's other columns (``layer`` defaults to ``"-"``, ``seed`` to 0, ``config_hash`` to
     ``""``); one row per metric and sample, NaN kept. Built column-wise, with the contract's types."""
     cols: dict[str, list] = {c: [] for c in COLUMNS}
     for keys, scores in entries:
@@ -45,7 +52,7 @@ def score_table(
         if missing:
             raise ValueError(f"score_table: no value for the column(s) {missing}; the contract is {COLUMNS}")
         for metric, values in scores.items():
-            v = torch.as_tensor(values).detach().double().cpu().reshape(-1).numpy()
+            v = _numpy(values)
             cols["metric"].append(np.full(len(v), str(metric), dtype=object))
             cols["sample"].append(np.arange(sample_offset, sample_offset + len(v), dtype=np.int64))
             cols["score"].append(v)
@@ -58,23 +65,10 @@ def score_table(
     return pd.DataFrame({c: np.concatenate(v) for c, v in cols.items()})
 
 
-def score_rows(
-    scores: Mapping[str, Tensor],
-    *,
-    experiment: str,
-    model: str,
-    dataset: str,
-    method: str,
-    condition: str,
-    layer: str = "-",
-    seed: int = 0,
-    config_hash: str = "",
-    sample_offset: int = 0,
-) -> pd.DataFrame:
-    """Rows for per-sample scores ``{metric: Tensor[B]}`` (NaN kept: a constant map has no rank correlation)."""
-    return score_table([({}, scores)], sample_offset=sample_offset, experiment=experiment, model=model,
-                       dataset=dataset, method=method, condition=condition, layer=layer, seed=seed,
-                       config_hash=config_hash)
+def score_rows(scores: Mapping[str, Any], *, sample_offset: int = 0, **columns: Any) -> pd.DataFrame:
+    """Rows for one entry ``{metric: Tensor[B]}`` (:func:`score_table` with a single entry; ``columns``: the
+    contract's other columns)."""
+    return score_table([({}, scores)], sample_offset=sample_offset, **columns)
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -99,16 +93,11 @@ def write_table(df: pd.DataFrame, folder: str | os.PathLike, name: str = RESULTS
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"results table lacks the columns {missing}; the contract is {COLUMNS}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    tmp = folder / f".{name}.tmp{os.getpid()}"
-    _typed(df[COLUMNS]).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(folder) / name, lambda tmp: _typed(df[COLUMNS]).to_parquet(tmp, index=False))
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """One results file, with the contract's columns and types."""
     return _typed(pd.read_parquet(path)[COLUMNS])
 
 

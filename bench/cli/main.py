@@ -1,9 +1,9 @@
 """``salbench``: the Hydra entry point. The only module that reads a DictConfig.
 
-It validates the composed config against the schema (:mod:`bench.config`) and hands it, as a plain
-dict, to :func:`bench.job.run`, which records the job's status (``job.json`` in the job's output
-folder) so that one failing job never hides the others; in a multi-run sweep a failed job does not stop
-the sweep, in a single run it exits with status 1.
+It validates the composed config against the schema (:mod:`bench.cli.config`), converts it once to the typed settings
+objects (``OmegaConf.to_object``) and hands them to :func:`bench.cli.job.run`, which records the job's status
+(``job.json`` in the job's output folder) so that one failing job never hides the others; in a multi-run sweep a
+failed job does not stop the sweep, in a single run it exits with status 1.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import register_configs
+from bench.cli.config import register_configs
 
-log = logging.getLogger("salbench")
+log = logging.getLogger(__name__)
 
 
 def _output_dir() -> Path:
@@ -30,7 +30,7 @@ def _output_dir() -> Path:
 
 def validate(cfg: DictConfig) -> DictConfig:
     """Merge ``cfg`` into the schema: an unknown key or a wrong type raises OmegaConf's error naming it."""
-    from bench.config import MainConfig
+    from bench.cli.config import MainConfig
 
     # a plain copy: merging the composed config itself would carry the keys that `+` opened up
     plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -39,24 +39,24 @@ def validate(cfg: DictConfig) -> DictConfig:
 
 @hydra.main(version_base="1.3", config_path="pkg://bench.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    from bench.job import run
+    from bench.cli.job import run
 
     # before anything runs: `+key=` overrides bypass Hydra's own struct check
-    plain = OmegaConf.to_container(validate(cfg), resolve=True, enum_to_str=True)
-    record = run(plain, _output_dir(), meta=_wandb_meta(plain))
+    config = OmegaConf.to_object(validate(cfg))
+    record = run(config, _output_dir(), meta=_wandb_meta(config.run.name))
     if record["status"] != "ok":
         log.error("job %s: %s", record["status"], record.get("error") or "; ".join(record.get("errors", {})))
         if not _is_multirun():
             sys.exit(1)
 
 
-def _wandb_meta(cfg: dict) -> dict:
+def _wandb_meta(run_name: str) -> dict:
     """W&B run name = the job's overrides (or ``run.name``); group = the sweep folder (or the run folder)."""
     try:
         hc = HydraConfig.get()
     except ValueError:
         return {}
-    name = hc.job.override_dirname or cfg["run"]["name"]
+    name = hc.job.override_dirname or run_name
     group = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
     return {"name": str(name), "group": str(group)}
 

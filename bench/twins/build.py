@@ -27,6 +27,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from methods.state import eval_mode, replace_module
+
 __all__ = ["BiasMapConv2d", "first_layer", "shifted_twin", "twin_error", "check_twin", "TwinPremiseError"]
 
 
@@ -106,12 +108,6 @@ def _shift_at_first_layer(model: nn.Module, shift: Tensor, example: Tensor) -> t
     return name, mod, delta[:1].mean(0)
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)
-
-
 @torch.no_grad()
 def shifted_twin(model: nn.Module, shift: Tensor, *, example: Tensor | None = None) -> nn.Module:
     """A copy of ``model`` whose first layer absorbs ``shift``: ``twin(x + shift) == model(x)``.
@@ -127,13 +123,8 @@ def shifted_twin(model: nn.Module, shift: Tensor, *, example: Tensor | None = No
         example = torch.zeros(1, *shift.shape, dtype=param.dtype, device=param.device)
     example = example.to(device=param.device, dtype=param.dtype)
     shift = torch.as_tensor(shift, dtype=param.dtype, device=param.device).expand(example.shape[1:])
-    was_training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model):
         name, layer, delta = _shift_at_first_layer(model, shift, example)
-    finally:
-        for m, t in was_training.items():
-            m.train(t)
 
     twin = copy.deepcopy(model)
     old = twin.get_submodule(name)
@@ -164,22 +155,16 @@ def shifted_twin(model: nn.Module, shift: Tensor, *, example: Tensor | None = No
         )
     new.train(old.training)
     new.requires_grad_(old.weight.requires_grad)
-    _set_module(twin, name, new)
+    replace_module(twin, name, new)
     return twin
 
 
 @torch.no_grad()
 def twin_error(model: nn.Module, twin: nn.Module, x: Tensor, shift: Tensor) -> tuple[float, float]:
     """``(max |model(x) - twin(x + shift)|, max |model(x)|)`` over the batch ``x``; both models in eval mode."""
-    modes = {m: m.training for m in [*model.modules(), *twin.modules()]}
-    model.eval()
-    twin.eval()
-    try:
+    with eval_mode(model, twin):
         y1 = model(x)
         y2 = twin(x + shift.to(x))
-    finally:
-        for m, t in modes.items():
-            m.train(t)
     return float((y1 - y2).abs().max()), float(y1.abs().max())
 
 

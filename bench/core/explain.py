@@ -1,59 +1,70 @@
 """The harness side of the methods: method specs, building (and fitting) explainers, batched explaining.
 
-A :class:`MethodSpec` names a registered method (``name``) or any importable factory
-``factory(model, **params) -> explainer`` (``target``, Hydra's ``_target_``), with its parameters and a
-``label`` that names it in the results (``integrated_gradients_black`` is ``integrated_gradients`` with
-``baseline="black"``).
+A :class:`MethodSpec` names a registered method (``name``) or any factory ``factory(model, **params) ->
+explainer`` (``_target_``: an import path, as in the config files, or the callable itself), with its parameters
+and a ``label`` that names it in the results (``integrated_gradients_black`` is ``integrated_gradients`` with
+``baseline="black"``). The same class is the entry type of the ``method`` config group.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Dict, Optional  # noqa: UP035  (OmegaConf reads MethodSpec as a config entry)
 
 import torch
 from torch import Tensor, nn
 
 import methods
 
-__all__ = ["MethodSpec", "method_specs", "make_explainer", "explain_all", "fit_loader"]
+__all__ = ["MethodSpec", "method_specs", "make_explainer", "explain_all", "fit_loader", "predict"]
 
 
 @dataclass
 class MethodSpec:
-    """One method of a run: ``label`` in the results, ``name`` (registered) or ``target`` (importable), params."""
+    """One method of a run.
 
-    label: str
-    name: str | None = None
-    target: str | Callable[..., Any] | None = None  # an import path, or the factory itself
-    params: dict[str, Any] = field(default_factory=dict)
+    ``label``: its name in the results (the config's key; default ``name``); ``name``: a registered method
+    (:func:`methods.names`); ``_target_``: or a factory, as ``"package.module:factory"`` or the callable;
+    ``params``: the factory's keyword arguments.
+    """
+
+    label: Optional[str] = None  # noqa: UP045
+    name: Optional[str] = None  # noqa: UP045
+    _target_: Any = None
+    params: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
 
     @property
     def factory_name(self) -> str:
-        if self.target:
-            return self.target if isinstance(self.target, str) else getattr(self.target, "__qualname__", "factory")
-        return self.name or self.label
+        if self._target_:
+            target = self._target_
+            return target if isinstance(target, str) else getattr(target, "__qualname__", "factory")
+        return self.name or self.label or "?"
 
     def factory(self) -> Callable[..., Any]:
-        if callable(self.target):
-            return self.target
+        """The factory: the callable ``_target_``, or the one :func:`methods.get_factory` finds."""
+        if callable(self._target_):
+            return self._target_
         return methods.get_factory(self.factory_name)
 
 
-def method_specs(spec: Iterable[str] | Mapping[str, Any]) -> list[MethodSpec]:
-    """Normalize ``["gradient", ...]`` or ``{label: {"name"|"_target_": ..., "params": {...}}}`` to specs."""
+def method_specs(spec: Iterable[str | MethodSpec] | Mapping[str, Any]) -> list[MethodSpec]:
+    """Normalize names, :class:`MethodSpec` objects, or ``{label: MethodSpec | {"name"|"_target_": ...,
+    "params": {...}}}`` to a list of specs with labels. Raises ``ValueError`` naming an unknown key."""
     if isinstance(spec, Mapping):
         out = []
         for label, entry in spec.items():
+            if isinstance(entry, MethodSpec):
+                out.append(dataclasses.replace(entry, label=entry.label or label, params=dict(entry.params)))
+                continue
             entry = dict(entry or {})
-            unknown = set(entry) - {"name", "_target_", "target", "params"}
+            unknown = set(entry) - {"name", "_target_", "params"}
             if unknown:
                 raise ValueError(f"method {label!r}: unknown keys {sorted(unknown)}; accepted: name, _target_, params")
-            out.append(MethodSpec(label, entry.get("name"), entry.get("_target_") or entry.get("target"),
-                                  dict(entry.get("params") or {})))
+            out.append(MethodSpec(label, entry.get("name"), entry.get("_target_"), dict(entry.get("params") or {})))
         return out
-    return [MethodSpec(name, name) for name in spec]
+    return [s if isinstance(s, MethodSpec) else MethodSpec(s, s) for s in spec]
 
 
 def fit_loader(x: Tensor, y: Tensor | None = None, batch_size: int = 500) -> list[tuple[Tensor, Tensor]]:
@@ -116,3 +127,12 @@ def explain_all(explainer, x: Tensor, target: Tensor, batch_size: int = 64) -> T
     if bad.any():
         raise ValueError(f"{explainer!r} produced NaN maps for samples {bad.nonzero().flatten().tolist()[:10]}")
     return maps
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 64) -> Tensor:
+    """The predicted classes ``LongTensor[B]`` of ``x`` in batches, the model in eval mode (its mode restored)."""
+    from methods.state import eval_mode
+
+    with eval_mode(model):
+        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])

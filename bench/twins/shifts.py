@@ -6,17 +6,22 @@
   sample ``x_hat``: ``m = s_hat / grad f1(x_hat) - x_hat``, clipped to ``[-clip, clip]``;
 * :func:`custom`: a tensor file (``torch.save``) of the input's shape.
 
-:func:`make_shift` builds one from a kind and its parameters (what the config's ``transform`` entries hold).
+:func:`make_shift` builds one from a :class:`ShiftSpec` (the entries of the config's ``transform`` group).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Optional  # noqa: UP035  (OmegaConf reads ShiftSpec as a config entry)
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["mean_shift", "checkerboard", "adversarial_image", "custom", "make_shift", "KINDS"]
+from methods.state import eval_mode
+
+__all__ = ["mean_shift", "checkerboard", "adversarial_image", "custom", "make_shift", "ShiftSpec", "KINDS",
+           "target_picture"]
 
 KINDS = ("mean_shift", "checkerboard", "adversarial_image", "custom")
 
@@ -39,7 +44,7 @@ def checkerboard(shape: tuple[int, ...], size: int = 4, amplitude: float = 1.0) 
 
 def target_picture(name: str, shape: tuple[int, ...]) -> Tensor:
     """The natural picture ``name`` (``skimage.data``) resized to ``C x H x W`` in [0, 1], grey for ``C == 1``."""
-    from bench.data import natural_image
+    from bench.core.data import natural_image
 
     c, h, w = shape
     img = natural_image(name, size=(h, w), grey=(c == 1))
@@ -68,16 +73,10 @@ def adversarial_image(
     """
     param = next(model.parameters())
     x = x_hat.detach().to(device=param.device, dtype=param.dtype)[None].requires_grad_(True)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.enable_grad():
-            out = model(x)
-            c = int(out.argmax(1)) if target is None else int(target)
-            (g,) = torch.autograd.grad(out[0, c], x)
-    finally:
-        for m, t in modes.items():
-            m.train(t)
+    with eval_mode(model), torch.enable_grad():
+        out = model(x)
+        c = int(out.argmax(1)) if target is None else int(target)
+        (g,) = torch.autograd.grad(out[0, c], x)
     g = g[0]
     s_hat = image if isinstance(image, Tensor) else target_picture(image, tuple(x_hat.shape))
     s_hat = s_hat.to(g)
@@ -99,31 +98,43 @@ def custom(path: str | os.PathLike, shape: tuple[int, ...]) -> Tensor:
         raise ValueError(f"custom shift {path} has shape {tuple(m.shape)}; expected one input's shape {shape}") from err
 
 
-def make_shift(
-    kind: str,
-    shape: tuple[int, ...],
-    *,
-    model: nn.Module | None = None,
-    x_hat: Tensor | None = None,
-    value: float = -1.0,
-    size: int = 4,
-    amplitude: float = 1.0,
-    image: str = "cat",
-    clip: float = 0.3,
-    path: str | None = None,
-    **_: object,
-) -> Tensor:
-    """Build the shift ``kind`` (one of :data:`KINDS`) for inputs of ``shape``; extra keys are ignored."""
-    if kind == "mean_shift":
-        return mean_shift(shape, value)
-    if kind == "checkerboard":
-        return checkerboard(shape, size, amplitude)
-    if kind == "adversarial_image":
-        if model is None or x_hat is None:
-            raise ValueError("the adversarial_image shift needs the model and the sample x_hat")
-        return adversarial_image(model, x_hat, image=image, clip=clip)
-    if kind == "custom":
-        if path is None:
+@dataclass
+class ShiftSpec:
+    """One shift of a run (an entry of the ``transform`` config group): ``kind`` (one of :data:`KINDS`) and the
+    parameters of that kind: ``value`` (mean_shift), ``size``/``amplitude`` (checkerboard), ``image``/``clip``/
+    ``sample`` (adversarial_image: the target picture, the bound of ``|m|``, the index of ``x_hat`` in the test
+    split), ``path`` (custom)."""
+
+    kind: str = "mean_shift"
+    value: float = -1.0
+    size: int = 4
+    amplitude: float = 1.0
+    image: str = "cat"
+    clip: float = 0.3
+    sample: int = 0
+    path: Optional[str] = None  # noqa: UP045
+
+
+def make_shift(spec: ShiftSpec, shape: tuple[int, ...], *, model: nn.Module | None = None,
+               x_test: Tensor | None = None) -> Tensor:
+    """Build the shift of ``spec`` for inputs of ``shape`` (``C x H x W``).
+
+    ``model`` and ``x_test`` (the test images; ``x_hat = x_test[spec.sample]``) are needed by
+    ``adversarial_image`` only. Raises ``ValueError`` for an unknown kind or a missing argument.
+    """
+    if spec.kind == "mean_shift":
+        return mean_shift(shape, spec.value)
+    if spec.kind == "checkerboard":
+        return checkerboard(shape, spec.size, spec.amplitude)
+    if spec.kind == "adversarial_image":
+        if model is None or x_test is None:
+            raise ValueError("the adversarial_image shift needs the model and the test images")
+        if not 0 <= spec.sample < len(x_test):
+            raise ValueError(f"adversarial_image: sample {spec.sample} is not an index of the {len(x_test)} test "
+                             "images")
+        return adversarial_image(model, x_test[spec.sample], image=spec.image, clip=spec.clip)
+    if spec.kind == "custom":
+        if spec.path is None:
             raise ValueError("the custom shift needs `path`: a tensor file saved with torch.save")
-        return custom(path, shape)
-    raise ValueError(f"unknown shift kind {kind!r}; accepted: {', '.join(KINDS)}")
+        return custom(spec.path, shape)
+    raise ValueError(f"unknown shift kind {spec.kind!r}; accepted: {', '.join(KINDS)}")

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from methods.state import replace_module
+
 __all__ = ["TieStableMaxPool2d", "stable_ties", "default_rtol"]
 
 
@@ -108,8 +110,7 @@ def stable_ties(model: nn.Module, rtol: float | None = None) -> list[str]:
         if type(module) is not nn.MaxPool2d or module.ceil_mode or module.return_indices:
             continue
         new = TieStableMaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation, rtol=rtol)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        replace_module(model, name, new)
         replaced.append(name)
     return replaced
 

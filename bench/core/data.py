@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bench._io import cache_root
+
 __all__ = [
     "Dataset",
     "ENCODINGS",
@@ -92,12 +94,7 @@ class Dataset:
 
 def data_dir(root: str | os.PathLike | None = None) -> Path:
     """Folder searched for data sets: ``root``, else ``$SALBENCH_DATA``, else ``~/.cache/saliency-bench/data``."""
-    if root is not None:
-        return Path(root).expanduser()
-    if os.environ.get("SALBENCH_DATA"):
-        return Path(os.environ["SALBENCH_DATA"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "saliency-bench" / "data"
+    return cache_root("data", root, "SALBENCH_DATA")
 
 
 def encode(x01: Tensor, encoding: str | tuple[float, float]) -> tuple[Tensor, tuple[float, float]]:

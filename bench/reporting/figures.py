@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from torch import Tensor
 
-__all__ = ["invariance_grid", "cascade_grid", "similarity_curves"]
+if TYPE_CHECKING:  # the maps are tensors; this module does not import torch itself
+    from torch import Tensor
+
+__all__ = ["invariance_grid", "cascade_grid", "similarity_curves", "invariance_figures", "randomization_figures"]
 
 
 def _plt():
@@ -155,3 +158,37 @@ def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: st
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside the panels
     return _save(fig, path, title, fontsize=9, bbox_inches="tight")
+
+
+def invariance_figures(result: Any, verdicts: pd.DataFrame, folder: str | os.PathLike, *,
+                       title: str = "") -> list[Path]:
+    """One :func:`invariance_grid` per shift of an :class:`~bench.experiments.invariance.InvarianceResult`
+    (``invariance_<shift>.png`` in ``folder``), the methods marked by ``verdicts``
+    (:func:`bench.reporting.aggregate.invariance_verdicts`); returns the written paths."""
+    ok = {(r.method, r.condition): bool(r.invariant) for r in verdicts.itertuples()}
+    paths = []
+    for shift, maps in result.maps.items():
+        if maps:
+            paths.append(invariance_grid(maps, result.inputs[shift], Path(folder) / f"invariance_{shift}.png",
+                                         title=f"{title}: {shift}" if title else shift,
+                                         verdicts={m: ok[(m, shift)] for m in maps if (m, shift) in ok}))
+    return paths
+
+
+def randomization_figures(result: Any, folder: str | os.PathLike, *, label: str | None = None, title: str = "",
+                          sample: int = 0) -> list[Path]:
+    """The cascade grid (``randomization_<label>_grid.png``; a method that failed at a stage leaves the later
+    panels empty) and the
+    similarity curves (``randomization_<label>_curves.png``) of a
+    :class:`~bench.experiments.model_randomization.RandomizationResult` in ``folder``; ``label`` defaults to the
+    mode. Returns the written paths."""
+    label = label or result.mode
+    title = title or f"model randomization: {label}"
+    folder = Path(folder)
+    paths = []
+    if result.maps and result.inputs is not None:
+        paths.append(cascade_grid(result.maps, result.stages, result.inputs, folder / f"randomization_{label}_grid.png",
+                                  title=title, sample=sample))
+    if len(result.table):
+        paths.append(similarity_curves(result.table, folder / f"randomization_{label}_curves.png", title=title))
+    return paths

@@ -1,0 +1,91 @@
+"""Structured-config schema of the Hydra entry point: the harness's own settings objects, composed.
+
+The schema makes a typo or a wrong type fail at composition with Hydra's own message:
+``salbench model.nmae=x`` -> "Key 'nmae' not in 'ModelConfig'"; ``train.lr=fast`` -> a validation error.
+Selected groups are merged into this schema, so a group file with an unknown key fails too. The groups are the
+dataclasses the library takes (:class:`~bench.core.training.TrainConfig`, :class:`~bench.core.settings.RunSettings`,
+:class:`~bench.experiments.invariance.InvarianceSettings`, ...): :func:`bench.cli.job.run` receives them whole
+(``OmegaConf.to_object``), so a field cannot be dropped on the way.
+
+``method``, ``transform`` and ``randomization`` are dicts keyed by a label, so that several options of one
+group can be selected at once (``method=[gradient,pattern_attribution]``) or swept
+(``-m method=gradient,pattern_attribution``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional  # noqa: UP035  (OmegaConf needs typing generics on 3.10)
+
+from hydra.core.config_store import ConfigStore
+
+from bench.core.explain import MethodSpec
+from bench.core.settings import RunSettings, ScoreSettings
+from bench.core.training import TrainConfig
+from bench.experiments.invariance import InvarianceSettings
+from bench.experiments.model_randomization import RandomizationSpec
+from bench.twins.shifts import ShiftSpec
+
+__all__ = ["MainConfig", "ModelConfig", "DataConfig", "LoggerConfig", "LoggerMode", "register_configs"]
+
+
+class LoggerMode(str, Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class ModelConfig:
+    """``name``: ``paper_mlp``, ``small_cnn`` or ``timm:<name>``; ``pretrained``: timm weights (needs network
+    access); ``kwargs``: keyword arguments of the model's constructor."""
+
+    name: str = "paper_mlp"
+    pretrained: bool = False
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """``name``: ``mnist_bundled``, ``mnist`` or ``cifar10``; ``encoding``: ``unit`` [0, 1], ``negative`` [-1, 0]
+    or ``symmetric`` [-1, 1]; ``root``: the folder of torchvision sets (default ``$SALBENCH_DATA`` or the user
+    cache); ``seed``/``n_test``: the bundled set's split."""
+
+    name: str = "mnist_bundled"
+    encoding: str = "unit"
+    root: Optional[str] = None
+    download: bool = False
+    seed: int = 0
+    n_test: int = 1000
+
+
+@dataclass
+class LoggerConfig:
+    """W&B: ``mode`` (offline by default: no key, no network), project, entity, ``group`` (default: the sweep
+    folder) and tags."""
+
+    mode: LoggerMode = LoggerMode.offline
+    project: str = "saliency-bench"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class MainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method: Dict[str, MethodSpec] = field(default_factory=dict)
+    transform: Dict[str, ShiftSpec] = field(default_factory=dict)
+    randomization: Dict[str, RandomizationSpec] = field(default_factory=dict)
+    metric: ScoreSettings = field(default_factory=ScoreSettings)
+    invariance: InvarianceSettings = field(default_factory=InvarianceSettings)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+
+
+def register_configs() -> None:
+    """Put the schema into Hydra's ConfigStore as ``base_config`` (idempotent)."""
+    ConfigStore.instance().store(name="base_config", node=MainConfig)

@@ -1,0 +1,198 @@
+"""One benchmark job from the typed config (:class:`bench.cli.config.MainConfig`): no Hydra here.
+
+Order of work, so that nothing computed is lost: data and model; the input-invariance test; the
+randomization tests; the results table written atomically (``results.parquet``); figures; the
+leaderboard logged; W&B last. Method failures are recorded and the other methods go on; the job's
+record (``job.json``) holds the status, the config hash and every error with its traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from bench._io import atomic_write
+from bench.cli.config import MainConfig
+from bench.core.results import RESULTS_FILE, concat, config_hash, write_table
+
+__all__ = ["run", "job_hash", "is_done", "JOB_FILE", "as_dict"]
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
+_VOLATILE = ("logger", "run.progress", "run.figures", "run.device", "run.keep_maps")  # do not change the results
+TESTS = ("invariance", "randomization")
+
+
+def as_dict(config: MainConfig) -> dict:
+    """The config as plain JSON-able data (enums as their values)."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+
+
+def job_hash(config: MainConfig) -> str:
+    """Hash of everything that determines the results (not the logger, progress bars, figures or device)."""
+    cfg = as_dict(config)
+    for key in _VOLATILE:
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return config_hash(cfg)
+
+
+def is_done(out: str | os.PathLike, chash: str) -> bool:
+    """Whether ``out`` already holds a finished job with this config hash (resume after a crash)."""
+    out = Path(out)
+    try:
+        record = json.loads((out / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("status") == "ok" and record.get("config_hash") == chash and (out / RESULTS_FILE).exists()
+
+
+def _write_record(out: Path, record: dict) -> None:
+    atomic_write(out / JOB_FILE, json.dumps(record, indent=2, default=str))
+
+
+def run(config: MainConfig, out: str | os.PathLike, *, skip_done: bool = True, meta: dict | None = None) -> dict:
+    """Run the job described by ``config`` into ``out``; returns its record (also ``out/job.json``).
+
+    ``meta``: ``{"name": ..., "group": ...}`` for the W&B run (the CLI passes the job's overrides and the
+    sweep folder). A failure of the job is recorded (``status``, ``error``, ``traceback``), not raised."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    chash = job_hash(config)
+    if skip_done and is_done(out, chash):
+        record = json.loads((out / JOB_FILE).read_text())
+        log.info("skipped: %s already holds the results of this config (%s)", out, chash)
+        return {**record, "skipped": True}
+    record: dict[str, Any] = {"status": "running", "config_hash": chash, "started": time.time(), "errors": {},
+                              "tracebacks": {}}
+    _write_record(out, record)
+    try:
+        record.update(_run(config, out, chash, record, dict(meta or {})))
+        record["status"] = "failed" if record["errors"] else "ok"
+    except Exception as err:  # the job fails; a sweep goes on with its other jobs
+        log.exception("job failed")
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    record["seconds"] = round(time.time() - record["started"], 3)
+    _write_record(out, record)
+    return record
+
+
+def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> dict:
+    from bench.core.data import load_dataset
+    from bench.core.explain import method_specs
+    from bench.core.training import load_or_train
+
+    run = cfg.run
+    unknown = set(run.tests) - set(TESTS)
+    if unknown:
+        raise ValueError(f"unknown test(s) {sorted(unknown)} in run.tests; accepted: {', '.join(TESTS)}")
+    torch.manual_seed(run.seed)
+    d = cfg.data
+    data = load_dataset(d.name, encoding=d.encoding, seed=d.seed, root=d.root, download=d.download, n_test=d.n_test)
+    model_kw = dict(cfg.model.kwargs)
+    if cfg.model.pretrained:
+        model_kw["pretrained"] = True
+    model, info = load_or_train(cfg.model.name, data, cfg.train, model_kw=model_kw, device=run.device,
+                                progress=run.progress)
+    log.info("%s on %s (%s, %d train / %d test): test accuracy %.4f, train accuracy %.4f [%s: %s]", cfg.model.name,
+             data.name, data.encoding, len(data.x_train), len(data.x_test), info["test_acc"], info["train_acc"],
+             "loaded from cache" if info["cached"] else "trained", info["path"])
+    summary: dict[str, Any] = {"model": cfg.model.name, "dataset": data.name, "test_acc": info["test_acc"],
+                               "train_acc": info["train_acc"]}
+    specs = method_specs(cfg.method)
+    labels = dict(model_name=cfg.model.name, config_hash=chash)
+    frames: list[pd.DataFrame] = []
+    results: dict[str, Any] = {}
+
+    if "invariance" in run.tests and cfg.transform and specs:
+        from bench.experiments.invariance import input_invariance
+        from bench.twins.shifts import make_shift
+
+        shifts = {label: make_shift(spec, data.input_shape, model=model, x_test=data.x_test)
+                  for label, spec in cfg.transform.items()}
+        res = input_invariance(model, data, specs, shifts, settings=cfg.invariance, run=run, scoring=cfg.metric,
+                               **labels)
+        frames.append(res.table)
+        results["invariance"] = res
+        summary["premise"] = res.premise
+        for (m, s), e in res.errors.items():
+            record["errors"][f"{m} / {s}"] = e
+            record["tracebacks"][f"{m} / {s}"] = res.tracebacks[(m, s)]
+
+    if "randomization" in run.tests and cfg.randomization and specs:
+        from bench.experiments.label_randomization import train_on_permuted_labels
+        from bench.experiments.model_randomization import model_randomization
+
+        for label, rspec in cfg.randomization.items():
+            random_label_model = None
+            if rspec.mode == "labels":
+                random_label_model, _ = train_on_permuted_labels(
+                    cfg.model.name, data, epochs=rspec.epochs, lr=rspec.lr, seed=rspec.seed,
+                    min_train_acc=rspec.min_train_acc, model_kw=model_kw, device=run.device,
+                    cache_dir=cfg.train.cache_dir, use_cache=cfg.train.use_cache, progress=run.progress)
+            res = model_randomization(model, data, specs, rspec, random_label_model=random_label_model, run=run,
+                                      scoring=cfg.metric, **labels)
+            res.table["condition"] = label
+            frames.append(res.table)
+            results[f"randomization:{label}"] = res
+            for m, e in res.errors.items():
+                record["errors"][f"{m} / {label}"] = e
+                record["tracebacks"][f"{m} / {label}"] = res.tracebacks[m]
+
+    table = concat(frames)
+    path = write_table(table, out)  # results first: figures and loggers are views of this table
+    summary["results"] = str(path)
+    summary["rows"] = len(table)
+    return {**summary, **_views(cfg, out, table, results, meta, path)}
+
+
+def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, Any], meta: dict,
+           path: Path) -> dict:
+    """Figures, the leaderboard and W&B: views of the table already on disk; a failure here loses no result."""
+    from bench.reporting.aggregate import invariance_verdicts
+    from bench.reporting.figures import invariance_figures, randomization_figures
+    from bench.reporting.leaderboard import build_leaderboard
+    from bench.reporting.render import to_markdown
+    from bench.reporting.wandb_log import log_run
+
+    inv = cfg.invariance
+    figures: list[Path] = []
+    if cfg.run.figures:
+        for key, res in results.items():
+            if key == "invariance":
+                figures += invariance_figures(res, invariance_verdicts(res.table, inv.tolerance, inv.ssim_threshold),
+                                              out / "figures", title=cfg.model.name)
+            else:
+                label = key.split(":", 1)[1]
+                figures += randomization_figures(res, out / "figures", label=label,
+                                                 title=f"{cfg.model.name}: {label}")
+    board = None
+    if len(table):
+        metric = next((n for n in ("spearman_abs", *cfg.metric.names) if n in cfg.metric.names), None)
+        try:
+            board = build_leaderboard(table, tolerance=inv.tolerance, ssim_threshold=inv.ssim_threshold,
+                                      randomization_metric=metric or "spearman_abs")
+            log.info("\n%s", to_markdown(board))
+        except ValueError as err:
+            log.warning("no leaderboard: %s", err)
+    lg = cfg.logger
+    error = log_run(mode=str(lg.mode.value if hasattr(lg.mode, "value") else lg.mode), out=out, config=as_dict(cfg),
+                    table=table, leaderboard=board, figures=figures, project=lg.project, entity=lg.entity,
+                    group=lg.group or meta.get("group"), name=meta.get("name") or cfg.run.name, tags=lg.tags)
+    if error:
+        log.warning("%s (results are in %s)", error, path)
+        return {"logger_error": error}
+    return {}

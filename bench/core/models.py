@@ -1,0 +1,93 @@
+"""Reference models by name: ``create_model("paper_mlp" | "small_cnn" | "timm:<name>", input_shape, num_classes)``.
+
+Adding a model is one function decorated with :func:`register_model` (training: :mod:`bench.core.training`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from torch import nn
+
+__all__ = ["register_model", "create_model", "model_names"]
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Register ``fn(input_shape, num_classes, **kw) -> nn.Module`` under ``name``."""
+
+    def deco(fn):
+        _MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def model_names() -> list[str]:
+    """Registered names; any ``timm:<name>`` is accepted too."""
+    return sorted(_MODELS) + ["timm:<name>"]
+
+
+@register_model("paper_mlp")
+def paper_mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 1024, depth: int = 3) -> nn.Module:
+    """Kindermans et al.'s network 1: ``prod(input_shape) -> 3 x 1024 (ReLU) -> num_classes``."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@register_model("small_cnn")
+def small_cnn(
+    input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, int] = (16, 32), hidden: int = 128
+) -> nn.Module:
+    """Two 3x3 convolutions with zero padding, each followed by ReLU and 2x2 max-pooling, then two dense layers."""
+    c, h, w = input_shape
+    c1, c2 = channels
+    return nn.Sequential(
+        nn.Conv2d(c, c1, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * (h // 4) * (w // 4), hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def _timm_model(name: str, input_shape: tuple[int, ...], num_classes: int, pretrained: bool = False, **kw) -> nn.Module:
+    import timm
+
+    if name not in timm.list_models(pretrained=False):
+        raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=input_shape[0], **kw)
+    except Exception as err:  # network errors surface as many exception types
+        if not pretrained:
+            raise
+        raise RuntimeError(
+            f"timm could not load pretrained weights for {name!r} ({type(err).__name__}: {err}). Pretrained weights "
+            "need a network connection to the Hugging Face hub or a filled HF cache; use pretrained=false to start "
+            "from random weights and train on the configured data instead."
+        ) from err
+
+
+def create_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, *, pretrained: bool = False, **kw
+) -> nn.Module:
+    """Build a model by name. ``input_shape``: ``(C, H, W)`` of one image."""
+    if name.startswith("timm:"):
+        return _timm_model(name[len("timm:"):], tuple(input_shape), num_classes, pretrained=pretrained, **kw)
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; accepted: {', '.join(model_names())}")
+    if pretrained:
+        raise ValueError(f"model {name!r} has no pretrained weights; train it (pretrained=false)")
+    return _MODELS[name](tuple(input_shape), num_classes, **kw)

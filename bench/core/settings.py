@@ -1,0 +1,49 @@
+"""Settings shared by the experiments (plain dataclasses; the CLI's ``run`` and ``metric`` config groups).
+
+Each experiment takes these objects instead of a long list of keywords; the Hydra entry point builds them once
+from the typed config (``OmegaConf.to_object``) and passes them through whole, so that no field can be dropped
+on the way. Experiment-specific settings live beside their experiment
+(:class:`bench.experiments.invariance.InvarianceSettings`,
+:class:`bench.experiments.model_randomization.RandomizationSpec`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List  # noqa: UP035  (OmegaConf reads these dataclasses as config groups on Python 3.10)
+
+from bench.core.scores import DEFAULT_SCORES
+
+__all__ = ["RunSettings", "ScoreSettings"]
+
+
+@dataclass
+class RunSettings:
+    """What a job explains and how (the ``run`` config group).
+
+    ``n_samples``: the first n test samples (of the seeded, class-mixed split) are explained, in batches of
+    ``batch_size``; ``fit_samples``: training samples that data-dependent methods (PatternNet/-Attribution) are
+    fit on; ``device``: ``cpu``, ``cuda`` or ``cuda:N``; ``seed``: the torch seed of the job, the
+    re-initialization seed of the randomization tests and the ``seed`` column of the results; ``keep_maps``: maps
+    kept in memory per method for the figures; ``tests``: ``invariance`` and/or ``randomization``.
+    """
+
+    name: str = "default"
+    tests: List[str] = field(default_factory=lambda: ["invariance", "randomization"])  # noqa: UP006
+    n_samples: int = 32
+    batch_size: int = 64
+    fit_samples: int = 2000
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = False
+    figures: bool = True
+    keep_maps: int = 4
+
+
+@dataclass
+class ScoreSettings:
+    """Which registered scores (:mod:`bench.core.scores`) are computed, and the post-processing of the maps
+    that SSIM sees (``abs``, ``signed`` or ``minmax``: :func:`metrics.normalize`); the ``metric`` config group."""
+
+    names: List[str] = field(default_factory=lambda: list(DEFAULT_SCORES))  # noqa: UP006
+    normalization: str = "abs"

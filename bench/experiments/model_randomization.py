@@ -1,0 +1,223 @@
+"""Model-randomization sanity checks (Adebayo et al., "Sanity Checks for Saliency Maps").
+
+:func:`model_randomization` compares every method's map on the trained model with its map at each
+stage of a randomization (:func:`bench.randomization.randomized`: ``cascading`` from the logits down,
+``bottom_up``, ``independent``), or on the same architecture trained on permuted labels (``labels``;
+:func:`~bench.experiments.label_randomization.train_on_permuted_labels`). All methods run on one stage before the next
+is made; the inputs and maps stay on the device; methods that need data (PatternNet/PatternAttribution) are refit on
+each stage's model on the same fit set (the first ``fit_samples`` training images), since their statistics depend on
+the weights. A method that fails is recorded in ``errors`` and skipped from then on; the others go on. The trained
+model is never changed: the stages are a copy (:func:`~bench.randomization.randomized`), and a fingerprint of the
+trained model taken before the first map is compared with one taken at the end.
+
+Rows of the long table (:mod:`bench.core.results`): ``experiment="model_randomization"``, ``condition`` = the
+mode, ``layer`` = the stage (the unit randomized in it; cumulative for ``cascading``/``bottom_up``;
+``"permuted_labels"`` for ``labels``), one score per sample and metric (:func:`bench.core.scoring.score_maps`,
+the paper's post-processing). The explained class is the trained model's prediction, at every stage.
+
+The label test's model is trained by :func:`bench.experiments.label_randomization.train_on_permuted_labels`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional  # noqa: UP035  (OmegaConf reads RandomizationSpec as a config entry)
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from bench.core.data import Dataset
+from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, predict
+from bench.core.results import score_table
+from bench.core.scoring import MapBatch, score_maps
+from bench.core.settings import RunSettings, ScoreSettings
+from bench.experiments.label_randomization import LABEL_STAGE, check_label_model
+from bench.randomization import randomized
+from methods.state import changed, eval_mode, fingerprint
+
+__all__ = ["EXPERIMENT", "MODES", "RandomizationMode", "Granularity", "RandomizationSpec", "RandomizationResult",
+           "model_randomization"]
+
+EXPERIMENT = "model_randomization"
+MODES = ("cascading", "bottom_up", "independent", "labels")
+log = logging.getLogger(__name__)
+
+
+class RandomizationMode(str, Enum):
+    cascading = "cascading"
+    bottom_up = "bottom_up"
+    independent = "independent"
+    labels = "labels"
+
+
+class Granularity(str, Enum):
+    module = "module"
+    block = "block"
+
+
+@dataclass
+class RandomizationSpec:
+    """One randomization test (an entry of the ``randomization`` config group).
+
+    ``mode``: one of :data:`MODES`; ``granularity``, ``init``, ``stages``: see
+    :func:`bench.randomization.randomized` (the re-initialization seed is the run's ``seed``). For ``labels``:
+    ``seed`` permutes the labels, ``epochs``/``lr`` override the training of
+    :data:`~bench.experiments.label_randomization.LABEL_TRAIN`, and the permuted labels must be fitted to at least
+    ``min_train_acc``.
+    """
+
+    mode: RandomizationMode = RandomizationMode.cascading
+    granularity: Granularity = Granularity.module
+    init: str = "default"
+    seed: int = 0
+    stages: Optional[int] = None  # noqa: UP045
+    epochs: Optional[int] = None  # noqa: UP045
+    lr: Optional[float] = None  # noqa: UP045
+    min_train_acc: float = 0.5
+
+
+def _value(v: object) -> str:
+    return str(v.value) if isinstance(v, Enum) else str(v)
+
+
+@dataclass
+class RandomizationResult:
+    """``table``: the long results table; ``stages``: stage names in order; ``maps``:
+    ``{method: [trained map, stage 1 map, ...]}`` for the first ``keep_maps`` samples (CPU; shorter when the
+    method failed at a stage); ``inputs``/``targets``: those samples and their explained classes;
+    ``errors``: ``{method: message}`` of methods that failed (the rest went on); ``tracebacks``: the same keys,
+    the formatted tracebacks."""
+
+    table: pd.DataFrame
+    mode: str = ""
+    stages: list[str] = field(default_factory=list)
+    maps: dict[str, list[Tensor]] = field(default_factory=dict)
+    inputs: Tensor | None = None
+    targets: Tensor | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    tracebacks: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, method: str, where: str, err: Exception) -> None:
+        """Record that ``method`` failed ``where`` (it is skipped from then on)."""
+        self.errors[method] = f"{where}: {type(err).__name__}: {err}"
+        self.tracebacks[method] = traceback.format_exc()
+        log.warning("%s failed (%s): %s: %s", method, where, type(err).__name__, err)
+
+
+def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` itself when all its tensors are on ``device``, else a copy moved there (never moves ``model``)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    if all(t.device == device for t in tensors):
+        return model
+    return copy.deepcopy(model).to(device)
+
+
+def model_randomization(
+    model: nn.Module,
+    data: Dataset,
+    methods: Sequence[str | MethodSpec] | Mapping[str, dict | MethodSpec],
+    spec: RandomizationSpec | str = "cascading",
+    *,
+    random_label_model: nn.Module | None = None,
+    run: RunSettings | None = None,
+    scoring: ScoreSettings | None = None,
+    model_name: str = "model",
+    config_hash: str = "",
+) -> RandomizationResult:
+    """Similarity of each method's map on the trained ``model`` to its map at each randomization stage.
+
+    Args:
+        model: the trained network (never modified; checked by fingerprint at the end).
+        data: its data; the first ``run.n_samples`` test images are explained for the trained model's predicted
+            class, at every stage.
+        methods: names, :class:`~bench.core.explain.MethodSpec` objects or ``{label: spec}``.
+        spec: a :class:`RandomizationSpec` or just its mode (``cascading``, ``bottom_up``, ``independent``,
+            ``labels``); with ``labels``, ``random_label_model`` is the same architecture trained on permuted
+            labels (:func:`~bench.experiments.label_randomization.train_on_permuted_labels`).
+        run, scoring: :class:`~bench.core.settings.RunSettings` and :class:`~bench.core.settings.ScoreSettings`.
+        model_name, config_hash: written into the result rows.
+
+    Returns a :class:`RandomizationResult`. Raises ``ValueError`` for an unknown mode, a label model that is
+    missing, superfluous or not a retrained copy of the architecture; ``RuntimeError`` when a premise fails
+    (a randomization that changed nothing, a trained model that changed).
+    """
+    from tqdm.auto import tqdm
+
+    spec = RandomizationSpec(mode=spec) if isinstance(spec, str) else spec
+    mode = _value(spec.mode)
+    run, scoring = run or RunSettings(), scoring or ScoreSettings()
+    if mode not in MODES:
+        raise ValueError(f"unknown randomization mode {mode!r}; accepted: {', '.join(MODES)}")
+    if (mode == "labels") != (random_label_model is not None):
+        raise ValueError("mode 'labels' needs random_label_model (see train_on_permuted_labels), "
+                         f"and only that mode takes one (mode {mode!r})")
+    specs = method_specs(methods)
+    device = torch.device(run.device)
+    trained = _on_device(model, device)
+    other = None
+    if random_label_model is not None:
+        other = _on_device(random_label_model, device)
+        check_label_model(trained, other)
+    before = fingerprint(trained)
+    x = data.x_test[: run.n_samples].to(device)
+    bs = run.batch_size
+    score_maps(x[:2], x[:2], scoring.names, normalization=scoring.normalization)  # fail fast on a bad score
+    fit = fit_loader(data.x_train[: run.fit_samples].to(device), data.y_train[: run.fit_samples].to(device))
+    result = RandomizationResult(table=pd.DataFrame(), mode=mode, inputs=x[: run.keep_maps].cpu())
+    scored: list[tuple[dict, dict[str, Tensor]]] = []  # one table at the end
+
+    target = predict(trained, x, bs)
+    result.targets = target[: run.keep_maps].cpu()
+
+    ref: dict[str, MapBatch] = {}  # the trained model's maps, normalized and ranked once for all stages
+    for ms in specs:
+        try:
+            maps = explain_all(make_explainer(ms, trained, domain=data.domain, fit_data=fit), x, target, bs)
+            ref[ms.label] = MapBatch(maps)
+        except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
+            result.fail(ms.label, "trained model", err)
+            continue
+        result.maps[ms.label] = [maps[: run.keep_maps].cpu()]
+
+    if other is not None:
+        stage_iter: Iterator[tuple[str, nn.Module]] = iter([(LABEL_STAGE, other)])
+    else:
+        stage_iter = randomized(trained, mode, example=x[:2], granularity=_value(spec.granularity), seed=run.seed,
+                                init=spec.init, stages=spec.stages, verify_trained=False)
+    bar = tqdm(desc=f"randomization ({mode})", disable=not run.progress, leave=False)
+    try:
+        for stage, stage_model in stage_iter:
+            result.stages.append(stage)
+            with eval_mode(stage_model):
+                for ms in specs:
+                    if ms.label in result.errors:
+                        continue
+                    bar.set_postfix(stage=stage, method=ms.label)
+                    try:
+                        explainer = make_explainer(ms, stage_model, domain=data.domain, fit_data=fit)
+                        maps = explain_all(explainer, x, target, bs)
+                        scores = score_maps(ref[ms.label], maps, scoring.names, normalization=scoring.normalization)
+                    except Exception as err:  # noqa: BLE001
+                        result.fail(ms.label, f"stage {stage}", err)
+                        continue
+                    scored.append(({"method": ms.label, "layer": stage}, scores))
+                    result.maps[ms.label].append(maps[: run.keep_maps].cpu())
+            bar.update()
+    finally:
+        bar.close()
+        close = getattr(stage_iter, "close", None)
+        if close is not None:
+            close()
+    moved = changed(before, fingerprint(trained))
+    if moved:
+        raise RuntimeError(f"the trained model changed during the sanity checks: {len(moved)} tensors "
+                           f"({', '.join(moved[:5])})")
+    result.table = score_table(scored, experiment=EXPERIMENT, model=model_name, dataset=data.name, condition=mode,
+                               seed=run.seed, config_hash=config_hash)
+    return result

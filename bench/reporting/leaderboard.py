@@ -1,0 +1,298 @@
+"""The leaderboard: one row per (model, method), built from the long results table of one or more sweeps.
+
+:func:`load_leaderboard` reads every ``results.parquet`` under job or sweep folders
+(:func:`bench.core.results.read_tables`) and builds the board (:func:`build_leaderboard`); the renderers
+(:mod:`bench.reporting.render`) write it as Markdown, CSV and self-contained HTML; ``salbench-leaderboard``
+(:mod:`bench.cli.leaderboard`) does both. Jobs whose ``job.json`` says they failed are listed.
+
+Columns (the CSV's names; the CSV is also the baseline format of ``salbench-check``)
+------------------------------------------------------------------------------------
+- ``model``, ``method``: the row key. When a model was run on more than one dataset, ``model`` is
+  ``"<model>@<dataset>"`` for every row, so that datasets are not pooled.
+- ``passed``, ``tests``: how many of the per-shift / per-mode verdicts below passed, and how many were run.
+- ``invariance``, ``randomization``: the overall verdict of each test: ``pass`` when every shift (mode)
+  run for that row passed, ``fail`` otherwise, ``N/A`` when the test was not run for that row.
+- per input-invariance shift ``S`` (:func:`bench.reporting.aggregate.invariance_verdicts`): ``inv/S/ssim`` (mean SSIM
+between
+  the maps of the original and the twin network) and ``inv/S/verdict``: ``exact`` (the 95th percentile
+  of ``max_rel_diff`` is at most ``tolerance``), else ``pass`` (mean SSIM >= ``ssim_threshold``), else
+  ``fail``; ``N/A`` when not run (or SSIM is undefined and the maps are not exact). ``exact`` counts as
+  a pass.
+- per randomization mode ``M`` and the chosen metric ``K`` (:func:`bench.reporting.aggregate.randomization_summary`):
+  ``rand/M/K/last`` (mean similarity to the trained model's map at the last stage), ``rand/M/K/auc``
+  (mean over stages; 1 = the map never changed) and ``rand/M/verdict``: ``pass`` when ``last <
+  pass_threshold`` (and ``auc < auc_threshold`` when one is given), ``fail`` otherwise, ``N/A`` when not
+  run, when the method has no score at the condition's last stage, or when the similarity is undefined
+  (constant maps have no rank correlation).
+
+Thresholds
+----------
+Every default threshold and direction comes from the score registry (:mod:`bench.core.scores`).
+Randomization: a mode passes when the metric says the map changed (:meth:`~bench.core.scores.Score.is_randomized`:
+``spearman_abs`` below its ``randomized_at`` 0.5 by default; ``pass_threshold`` overrides the number). The last
+stage is the fully randomized model for ``cascading`` and ``bottom_up``, the model trained on permuted
+labels for ``labels``, and the *top* unit randomized alone for ``independent`` (stages run from the input
+to the logits). The measured calibration of these defaults on the bundled models, and their two known
+caveats (Guided Backprop passes the cascading last stage; input-multiplied methods saturate ``spearman_abs`` on
+data with a zero background), are in ``benchmarks/calibration.md``.
+Invariance: the ``invariant_at`` of ``ssim`` (0.99) and of ``max_rel_diff`` (1e-3, the ``tolerance``).
+
+Sorting and grouping
+--------------------
+Rows are grouped by model (models in alphabetical order); the Markdown and HTML outputs print one
+table per model. Within a model, ``sort="passed"`` (default) orders by the number of verdicts passed
+(most first), then by method name; ``sort="method"`` by method name; any other column name sorts by that
+column, ascending (prefix ``-`` for descending), missing values last, ties by method name.
+
+Results of several jobs for the same (model, method, shift or mode) are pooled (e.g. seeds): the means
+run over all their samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.core.results import read_tables
+from bench.core.scores import RANDOMIZATION_SCORE, Score, get_score
+from bench.reporting.aggregate import INVARIANCE, RANDOMIZATION, invariance_verdicts, randomization_summary
+
+__all__ = [
+    "build_leaderboard",
+    "sort_leaderboard",
+    "find_failed_jobs",
+    "find_figures",
+    "load_leaderboard",
+    "Leaderboard",
+    "DEFAULT_METRIC",
+    "KEY",
+    "COUNT_COLUMNS",
+]
+
+DEFAULT_METRIC = RANDOMIZATION_SCORE
+PASS, EXACT, FAIL, NA = "pass", "exact", "fail", "N/A"
+PASSING = (PASS, EXACT)
+KEY = ["model", "method"]
+COUNT_COLUMNS = ["passed", "tests"]
+SUMMARY_COLUMNS = ["invariance", "randomization"]
+SHIFT_ORDER = ("mean_shift", "checkerboard", "adversarial_image")
+MODE_ORDER = ("cascading", "bottom_up", "independent", "labels")
+
+
+def inv_column(shift: str, stat: str) -> str:
+    """Name of an invariance column: ``inv/<shift>/<ssim|verdict>``."""
+    return f"inv/{shift}/{stat}"
+
+
+def rand_column(mode: str, stat: str, metric: str | None = None) -> str:
+    """Name of a randomization column: ``rand/<mode>/<metric>/<last|auc>`` or ``rand/<mode>/verdict``."""
+    return f"rand/{mode}/verdict" if stat == "verdict" else f"rand/{mode}/{metric}/{stat}"
+
+
+def _ordered(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    return [v for v in preferred if v in seen] + [v for v in seen if v not in preferred]
+
+
+def _model_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """``model@dataset`` as the model label when some model was run on several datasets."""
+    if len(table) and table.groupby("model")["dataset"].nunique().max() > 1:
+        table = table.assign(model=table["model"] + "@" + table["dataset"])
+    return table
+
+
+def _inv_verdict(ssim: float, exact: bool, ssim_threshold: float) -> str:
+    if exact:
+        return EXACT
+    if ssim is None or math.isnan(ssim):
+        return NA
+    return PASS if ssim >= ssim_threshold else FAIL
+
+
+def _rand_verdict(last: float, auc: float, score: Score, auc_threshold: float | None) -> str:
+    if math.isnan(last) or (auc_threshold is not None and math.isnan(auc)):
+        return NA
+    ok = score.is_randomized(last) and (auc_threshold is None or _below(auc, auc_threshold, score))
+    return PASS if ok else FAIL
+
+
+def _below(value: float, threshold: float, score: Score) -> bool:
+    """``value`` on the changed side of ``threshold`` in ``score``'s direction."""
+    return value < threshold if score.higher_is_similar else value > threshold
+
+
+def _overall(verdicts: Sequence[str]) -> str:
+    run = [v for v in verdicts if v != NA]
+    if not run:
+        return NA
+    return PASS if all(v in PASSING for v in run) else FAIL
+
+
+def build_leaderboard(
+    table: pd.DataFrame,
+    *,
+    tolerance: float | None = None,
+    ssim_threshold: float | None = None,
+    randomization_metric: str = DEFAULT_METRIC,
+    pass_threshold: float | None = None,
+    auc_threshold: float | None = None,
+    sort: str = "passed",
+) -> pd.DataFrame:
+    """One row per (model, method) from a long results table (see the module docstring for the columns,
+    verdicts and thresholds). The settings are kept in ``board.attrs["settings"]``.
+
+    Thresholds left ``None`` are the score registry's (:mod:`bench.core.scores`). Raises ``ValueError`` when
+    the table has randomization rows but none for ``randomization_metric``, or the metric is not registered.
+    """
+    score = get_score(randomization_metric)
+    if pass_threshold is not None:
+        score = Score(score.name, score.compute, score.higher_is_similar, score.invariant_at, pass_threshold)
+    ssim_threshold = get_score("ssim").invariant_at if ssim_threshold is None else ssim_threshold
+    tolerance = get_score("max_rel_diff").invariant_at if tolerance is None else tolerance
+    table = _model_labels(table)
+    inv_t = table[table["experiment"] == INVARIANCE]
+    rand_t = table[table["experiment"] == RANDOMIZATION]
+    keys = pd.concat([inv_t[KEY], rand_t[KEY]]).drop_duplicates()
+    board = pd.DataFrame(sorted(map(tuple, keys.to_numpy())), columns=KEY) if len(keys) else pd.DataFrame(
+        columns=KEY)
+    idx = board.set_index(KEY).index
+
+    shift_cols: list[str] = []
+    shifts = _ordered(inv_t["condition"], SHIFT_ORDER)
+    if len(inv_t):
+        v = invariance_verdicts(inv_t, tolerance=tolerance, ssim_threshold=ssim_threshold)
+        v = v.set_index(KEY + ["condition"])
+        for shift in shifts:
+            sub = v.xs(shift, level="condition").reindex(idx)
+            ssim = sub["ssim"].astype(float).to_numpy()
+            exact = sub["exact"].fillna(False).astype(bool).to_numpy()
+            board[inv_column(shift, "ssim")] = ssim
+            board[inv_column(shift, "verdict")] = [_inv_verdict(s, e, ssim_threshold)
+                                                   for s, e in zip(ssim, exact, strict=True)]
+            shift_cols.append(inv_column(shift, "verdict"))
+
+    mode_cols: list[str] = []
+    modes = _ordered(rand_t["condition"], MODE_ORDER)
+    if len(rand_t):
+        s = randomization_summary(rand_t)
+        if randomization_metric not in set(s["metric"]):
+            raise ValueError(f"no randomization scores for the metric {randomization_metric!r}; the table has "
+                             f"{', '.join(sorted(set(s['metric'])))}")
+        s = s[s["metric"] == randomization_metric].set_index(KEY + ["condition"])
+        for mode in modes:
+            if mode not in s.index.get_level_values("condition"):
+                continue
+            sub = s.xs(mode, level="condition").reindex(idx)
+            last, auc = sub["last"].astype(float).to_numpy(), sub["auc"].astype(float).to_numpy()
+            board[rand_column(mode, "last", randomization_metric)] = last
+            board[rand_column(mode, "auc", randomization_metric)] = auc
+            board[rand_column(mode, "verdict")] = [_rand_verdict(a, b, score, auc_threshold)
+                                                   for a, b in zip(last, auc, strict=True)]
+            mode_cols.append(rand_column(mode, "verdict"))
+
+    per_test = board[shift_cols + mode_cols]
+    board.insert(2, "passed", per_test.isin(PASSING).sum(axis=1).astype("int64"))
+    board.insert(3, "tests", (per_test != NA).sum(axis=1).astype("int64"))
+    board.insert(4, "invariance", [_overall(r) for r in board[shift_cols].itertuples(index=False)])
+    board.insert(5, "randomization", [_overall(r) for r in board[mode_cols].itertuples(index=False)])
+    settings = dict(tolerance=tolerance, ssim_threshold=ssim_threshold, randomization_metric=randomization_metric,
+                    pass_threshold=score.randomized_at, auc_threshold=auc_threshold)
+    board = sort_leaderboard(board, sort)
+    board.attrs["settings"] = settings
+    return board
+
+
+def sort_leaderboard(board: pd.DataFrame, by: str = "passed") -> pd.DataFrame:
+    """Grouped by model; within a model by ``by``: ``passed`` (most verdicts passed first), ``method``, or a
+    column name (ascending; ``-name`` descending; missing values last); ties by method name."""
+    attrs = dict(board.attrs)
+    descending = by.startswith("-")
+    col = by[1:] if descending else by
+    if col == "passed":
+        out = board.sort_values(["model", "passed", "method"], ascending=[True, False, True], kind="stable")
+    elif col == "method":
+        out = board.sort_values(["model", "method"], kind="stable")
+    elif col in board.columns:
+        out = board.sort_values("method", kind="stable").sort_values(col, ascending=not descending,
+                                                                     na_position="last", kind="stable")
+        out = out.sort_values("model", kind="stable")
+    else:
+        raise ValueError(f"cannot sort by {by!r}: use passed, method or one of the columns "
+                         f"{', '.join(c for c in board.columns if c not in KEY)}")
+    out = out.reset_index(drop=True)
+    out.attrs = attrs
+    return out
+
+
+# -- job folders -----------------------------------------------------------------------------------------
+
+
+def find_failed_jobs(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Jobs under ``folders`` whose ``job.json`` status is not ``ok``: columns ``job, status, error,
+    overrides`` (the Hydra overrides of ``.hydra/overrides.yaml`` joined by spaces, when present)."""
+    rows = []
+    for path in _unique_files(folders, "job.json"):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            info = {"status": "unreadable", "error": f"{type(err).__name__}: {err}"}
+        if info.get("status") == "ok":
+            continue
+        rows.append(dict(job=str(path.parent), status=str(info.get("status", "unknown")),
+                         error=str(info.get("error", "")), overrides=_overrides(path.parent)))
+    return pd.DataFrame(rows, columns=["job", "status", "error", "overrides"])
+
+
+def _overrides(job: Path) -> str:
+    path = job / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return ""
+    try:
+        import yaml
+
+        items = yaml.safe_load(path.read_text()) or []
+    except Exception:  # noqa: BLE001  (a broken file only loses the label)
+        return ""
+    return " ".join(map(str, items)) if isinstance(items, list) else str(items)
+
+
+def find_figures(folders: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every PNG file under ``folders`` (sorted, each once)."""
+    return _unique_files(folders, "*.png")
+
+
+def _unique_files(folders: Iterable[str | os.PathLike], pattern: str) -> list[Path]:
+    seen: dict[Path, None] = {}
+    for folder in folders:
+        folder = Path(folder)
+        paths = [folder] if folder.is_file() and folder.match(pattern) else sorted(folder.rglob(pattern))
+        for p in paths:
+            seen.setdefault(p.resolve(), None)
+    return sorted(seen)
+
+
+@dataclass
+class Leaderboard:
+    """A leaderboard with what its renderers show beside it."""
+
+    board: pd.DataFrame
+    failed: pd.DataFrame = field(default_factory=lambda: find_failed_jobs([]))
+    figures: list[Path] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+def load_leaderboard(folders: Sequence[str | os.PathLike], *, figures: bool = True, **kwargs) -> Leaderboard:
+    """Read every results table under ``folders`` and build the leaderboard (``kwargs``: those of
+    :func:`build_leaderboard`). Raises ``FileNotFoundError`` when there is no ``results.parquet``."""
+    folders = list(dict.fromkeys(str(Path(f).resolve()) for f in folders))
+    table = read_tables(folders).drop_duplicates()  # overlapping folders: each job's rows once
+    return Leaderboard(board=build_leaderboard(table, **kwargs), failed=find_failed_jobs(folders),
+                       figures=find_figures(folders) if figures else [], sources=folders)
+
+
