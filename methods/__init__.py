@@ -2,24 +2,6 @@
 
 # importing the method modules registers their methods
 from methods import cam, gradients, pattern, propagation  # noqa: F401
-from methods.registry import (
-    BaseExplainer,
-    Explainer,
-    create,
-    explaining,
-    get_factory,
-    names,
-    register,
-    resolve_target,
-)
+from methods.registry import BaseExplainer, Explainer, create, explaining, get_factory, names, register, resolve_target
 
-__all__ = [
-    "BaseExplainer",
-    "Explainer",
-    "create",
-    "explaining",
-    "get_factory",
-    "names",
-    "register",
-    "resolve_target",
-]
+__all__ = ["BaseExplainer", "Explainer", "create", "explaining", "get_factory", "names", "register", "resolve_target"]

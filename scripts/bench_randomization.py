@@ -325,7 +325,7 @@ def render(args, mach, results: dict, coverages: dict, load_end: str) -> str:
     lines = ["# Cascading model randomization: ours vs. Quantus MPRT (speed and scores)", ""]
     lines += [f"Produced by `scripts/bench_randomization.py` ({' '.join(sys.argv[1:]) or 'default options'}); "
               f"{args.samples} samples in one batch, {args.repeats} timed repeats per run after one warm-up, "
-              "the three runs interleaved and rotated every repeat. Issue 6, section \"Speed\".", ""]
+              "the three runs interleaved and rotated every repeat.", ""]
     lines += ["## Machine", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in mach]
     lines += [f"| load average at end | {load_end} |", ""]
     lines += ["The CPU is shared with other processes: timings are noisy; the ratios use the minimum (least "
@@ -344,7 +344,7 @@ def render(args, mach, results: dict, coverages: dict, load_end: str) -> str:
               "predictions) and an `explain_func` that wraps the same `methods.create(\"gradient\", model)` "
               "(numpy in, numpy out), `batch_size=N`.", ""]
     lines += ["## Ratios", "",
-              f"Goals (issue 6): ours / bare <= {GOAL_BARE:.2f}; quantus / ours >= {GOAL_QUANTUS:.0f} on paper_mlp.",
+              f"Goals: ours / bare <= {GOAL_BARE:.2f}; quantus / ours >= {GOAL_QUANTUS:.0f} on paper_mlp.",
               "",
               "| model | stages | passes (ours / bare / quantus) | ours / bare (min) | ours / bare (median) "
               "| ours / bare (paired) | quantus / ours (min) | quantus / ours (median) | quantus / ours (paired) "
