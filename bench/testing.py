@@ -24,9 +24,11 @@ Example (a method that lives outside this repository)::
 The suite: ``paper_mlp`` trained on the bundled MNIST digits (trained once, then loaded from the
 checkpoint cache), input invariance under the mean shift and the checkerboard, and cascading
 randomization. ``expect`` states what the method should do (default: invariant under both shifts, and
-its maps change under randomization). The verdicts read the score registry (:mod:`bench.core.scores`):
-invariant = mean ``ssim`` at least its ``invariant_at`` (0.99), changed = last-stage ``spearman_abs`` below its
-``randomized_at`` (0.5); ``ssim_threshold`` / ``randomization_threshold`` override the numbers.
+its maps change under randomization). The verdicts are the leaderboard's: invariant = mean ``ssim`` at least its
+``invariant_at`` (0.99, :mod:`bench.core.scores`); changed = the randomization verdict ``pass`` of
+:func:`bench.reporting.aggregate.randomization_verdicts` (the map's SSIM to the trained map drops at least
+``min_drop`` = 0.4 below the method's own repeatability, at the top unit and at the fully randomized model).
+``ssim_threshold`` / ``min_drop`` override the numbers.
 A failure raises :class:`MethodCheckError` with a readable report of every expectation.
 """
 
@@ -78,7 +80,7 @@ def check_method(
     expect: Mapping[str, bool] | None = None,
     models: Sequence[str] = ("paper_mlp",),
     n_samples: int = 16,
-    randomization_threshold: float | None = None,
+    min_drop: float | None = None,
     ssim_threshold: float | None = None,
     cache: str | None = None,
     raise_on_failure: bool = True,
@@ -94,16 +96,13 @@ def check_method(
     from bench.core.training import TrainConfig, load_or_train
     from bench.experiments.invariance import input_invariance
     from bench.experiments.model_randomization import model_randomization
-    from bench.reporting.aggregate import invariance_verdicts, randomization_summary
+    from bench.reporting.aggregate import PASS, invariance_verdicts, randomization_verdicts
     from bench.twins.shifts import checkerboard, mean_shift
 
     expect = {**DEFAULT_EXPECT, **dict(expect or {})}
     unknown = set(expect) - set(DEFAULT_EXPECT)
     if unknown:
         raise ValueError(f"unknown expectation(s) {sorted(unknown)}; accepted: {', '.join(DEFAULT_EXPECT)}")
-    rand_score = get_score(RANDOMIZATION_SCORE)
-    if randomization_threshold is None:
-        randomization_threshold = rand_score.randomized_at
     if ssim_threshold is None:
         ssim_threshold = get_score(INVARIANCE_SCORE).invariant_at
     label = method if isinstance(method, str) else getattr(method, "__qualname__", "method")
@@ -128,12 +127,13 @@ def check_method(
                                   scoring=ScoreSettings([RANDOMIZATION_SCORE]), model_name=model_name)
         errors.update({f"{model_name} / cascading": e for e in rnd.errors.values()})
         if len(rnd.table):
-            last = randomization_summary(rnd.table).iloc[0]["last"]
-            changed = bool(last < randomization_threshold)
+            v = randomization_verdicts(rnd.table, RANDOMIZATION_SCORE, min_drop=min_drop).iloc[0]
+            changed = v.verdict == PASS
             want = expect["cascading"]
-            rows.append(dict(model=model_name, test="cascading", measure=f"{RANDOMIZATION_SCORE} at the last stage",
-                             value=last, expected="changed" if want else "unchanged",
-                             observed="changed" if changed else "unchanged", ok=changed == want))
+            rows.append(dict(model=model_name, test="cascading",
+                             measure=f"{RANDOMIZATION_SCORE} drop below repeat (95% bound)", value=v.drop_lcb,
+                             expected="changed" if want else "unchanged",
+                             observed="changed" if changed else f"unchanged ({v.verdict})", ok=changed == want))
     report = CheckReport(label, pd.DataFrame(rows), errors)
     if raise_on_failure and not report.ok:
         raise MethodCheckError(str(report))

@@ -1,6 +1,7 @@
 """Grad-CAM and Guided Grad-CAM (Selvaraju et al. 2017), as tested by Adebayo et al. 2018.
 
-Grad-CAM weights a conv layer's activation maps ``A [B, K, h, w]`` by the spatial mean of the
+Grad-CAM weights a conv layer's activation maps ``A [B, K, h, w]`` (by default the output of the activation that
+follows the last convolution, as the sanity-checks authors' code) by the spatial mean of the
 target logit's gradient, ``cam = relu(sum_k mean_hw(d f_c / d A_k) * A_k)``, upsamples the map
 (bilinear) to the input's ``H x W`` and repeats it over the input channels, so the result is
 shaped like ``x``. Guided Grad-CAM multiplies it with Guided Backprop.
@@ -20,24 +21,35 @@ __all__ = ["GradCAM", "GuidedGradCAM", "default_layer"]
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
+#: modules that count as "the activation" of a conv layer for Grad-CAM, and layers skipped on the way to it
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
+                nn.PReLU)
+_PASS_THROUGH = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Identity, nn.Dropout)
+
+
 def default_layer(model: nn.Module, x: Tensor) -> str:
-    """Name of the last ``nn.Conv2d`` the forward pass of ``x`` executes."""
+    """Name of the activation of the last ``nn.Conv2d`` the forward pass of ``x`` executes, as the sanity-checks
+    authors' Grad-CAM: the first activation module executed after that conv, past normalization, identity and
+    dropout layers; the conv itself when something else comes first (e.g. a pooling layer or nothing)."""
     names = {m: n for n, m in model.named_modules()}
-    order: list[str] = []
-    handles = [
-        m.register_forward_hook(lambda mod, _i, _o: order.append(names[mod]))
-        for m in model.modules()
-        if isinstance(m, nn.Conv2d)
-    ]
+    order: list[nn.Module] = []
+    leaves = [m for m in model.modules() if not any(True for _ in m.children()) or isinstance(m, _ACTIVATIONS)]
+    handles = [m.register_forward_hook(lambda mod, _i, _o: order.append(mod)) for m in leaves]
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
-    if not order:
+    convs = [i for i, m in enumerate(order) if isinstance(m, nn.Conv2d)]
+    if not convs:
         raise ValueError(_no_conv_message(model))
-    return order[-1]
+    for m in order[convs[-1] + 1:]:
+        if isinstance(m, _ACTIVATIONS):
+            return names[m]
+        if not isinstance(m, _PASS_THROUGH):
+            break
+    return names[order[convs[-1]]]
 
 
 def _no_conv_message(model: nn.Module) -> str:
@@ -51,8 +63,9 @@ def _no_conv_message(model: nn.Module) -> str:
 class GradCAM(BaseExplainer):
     """Grad-CAM on the layer named ``layer`` (a dotted name from ``model.named_modules()``).
 
-    Default layer: the last ``nn.Conv2d`` in execution order (traced with forward hooks on the
-    first call; the chosen name is kept in ``self.layer``). ``relu=False`` keeps negative
+    Default layer: the activation of the last ``nn.Conv2d`` in execution order (:func:`default_layer`, as the
+    sanity-checks authors; traced with forward hooks on the first call; the chosen name is kept in
+    ``self.layer``). ``relu=False`` keeps negative
     evidence. A model without conv layers raises ``ValueError`` naming the model class at
     construction, unless ``layer`` is given.
     """

@@ -6,6 +6,7 @@ float64) on the input's device, without Python loops over samples:
 - :func:`ssim`: ``skimage.metrics.structural_similarity`` (same parameters and defaults)
 - :func:`spearman`, :func:`pearson`: ``scipy.stats.spearmanr`` / ``pearsonr`` over all elements
 - :func:`centred_ranks`, :func:`spearman_ranked`: Spearman against a reference ranked once
+- :func:`spearman_support`: Spearman over the union of the two maps' supports (a shared zero background ignored)
 - :func:`hog_features`, :func:`hog_similarity`: ``skimage.feature.hog``; Spearman of the features
 - :func:`topk_intersection`: shared fraction of the top-k positions by magnitude
 - :func:`normalize`: the sanity-checks paper's per-sample post-processing
@@ -23,7 +24,15 @@ from __future__ import annotations
 from metrics._checks import count_nan
 from metrics.hog import hog_features, hog_similarity
 from metrics.normalize import MODES, batch_percentile, normalize
-from metrics.rank import centred_ranks, pearson, rankdata, spearman, spearman_ranked, topk_intersection
+from metrics.rank import (
+    centred_ranks,
+    pearson,
+    rankdata,
+    spearman,
+    spearman_ranked,
+    spearman_support,
+    topk_intersection,
+)
 from metrics.ssim import ssim
 
 __all__ = [
@@ -38,6 +47,7 @@ __all__ = [
     "rankdata",
     "spearman",
     "spearman_ranked",
+    "spearman_support",
     "ssim",
     "topk_intersection",
 ]

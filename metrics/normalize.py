@@ -4,6 +4,7 @@
 ``abs``     ``s = sum_c |a|``; ``(s - min s) / (p(s) - min s)`` clipped to [0, 1]: clipped at the
             ``percentile`` (99th by default) and scaled to [0, 1] (the paper's grayscale map; ``B x H x W``)
 ``signed``  ``s = sum_c a``; ``s / p(|s|)`` clipped to [-1, 1] (diverging; ``B x H x W``)
+``abs_max`` ``s = sum_c |a|``; ``s / max s`` in [0, 1], no clip (the authors' MNIST notebooks; ``B x H x W``)
 ``minmax``  ``(a - min a) / (max a - min a)`` over all elements of a sample, shape kept
 ``none``    the maps unchanged
 ==========  ==========================================================================================
@@ -24,7 +25,7 @@ from metrics._checks import check_nan, float_dtype
 
 __all__ = ["normalize", "batch_percentile", "MODES"]
 
-MODES = ("abs", "signed", "minmax", "none")
+MODES = ("abs", "signed", "abs_max", "minmax", "none")
 
 
 def batch_percentile(x: Tensor, q: float) -> Tensor:
@@ -63,7 +64,7 @@ def _scale(num: Tensor, den: Tensor, lo: float) -> Tensor:
 def normalize(maps: Tensor, mode: str = "abs", percentile: float = 99.0) -> Tensor:
     """Normalize a batch of maps per sample (see the module table for ``mode``).
 
-    ``maps``: ``B x C x H x W`` or ``B x H x W``. ``abs`` and ``signed`` return ``B x H x W``; ``minmax``
+    ``maps``: ``B x C x H x W`` or ``B x H x W``. ``abs``, ``abs_max`` and ``signed`` return ``B x H x W``; ``minmax``
     and ``none`` keep the shape. float64 kept, other dtypes computed in float32.
     """
     if mode not in MODES:
@@ -79,6 +80,9 @@ def normalize(maps: Tensor, mode: str = "abs", percentile: float = 99.0) -> Tens
         lo = _per_sample(flat.amin(1), maps)
         span = _per_sample(flat.amax(1), maps) - lo
         return _scale(maps - lo, span, 0.0)
+    if mode == "abs_max":
+        s = maps.abs().sum(1) if maps.ndim == 4 else maps.abs()
+        return _scale(s, _per_sample(s.flatten(1).amax(1), s), 0.0)
     if mode == "abs":
         s = maps.abs().sum(1) if maps.ndim == 4 else maps.abs()
         flat = s.flatten(1)

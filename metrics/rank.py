@@ -16,7 +16,8 @@ from torch import Tensor
 
 from metrics._checks import check_nan, check_pair, float_dtype
 
-__all__ = ["rankdata", "spearman", "centred_ranks", "spearman_ranked", "pearson", "topk_intersection"]
+__all__ = ["rankdata", "spearman", "spearman_support", "centred_ranks", "spearman_ranked", "pearson",
+           "topk_intersection"]
 
 
 def _sort_keys(*parts: Tensor, absolute: bool = False) -> Tensor:
@@ -137,6 +138,29 @@ def spearman(a: Tensor, b: Tensor, *, absolute: bool = False) -> Tensor:
     keys = _sort_keys(a.flatten(1), b.flatten(1), absolute=absolute)
     rx, ry = _twice_centred_ranks(keys, a.dtype).chunk(2)
     return _correlate_centred(rx, ry)
+
+
+def spearman_support(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman rank correlation over the union of the two samples' supports: ``B x ...`` -> ``Tensor[B]``.
+
+    Per sample, only the elements where ``a != 0`` or ``b != 0`` are ranked (average ranks for ties, as
+    ``scipy.stats.spearmanr`` on those elements). A zero background that both maps share by construction (the
+    input's background in ``x * g``) then cannot make two maps look alike. Fewer than two elements in the union,
+    or a constant sample on it, gives NaN.
+    """
+    a, b = check_pair(a, b, "spearman_support")
+    a, b = a.flatten(1), b.flatten(1)
+    keep = (a != 0) | (b != 0)
+    inf = torch.tensor(float("inf"), dtype=a.dtype, device=a.device)
+    # excluded elements rank above every kept one, tied: the kept elements' ranks are their ranks among themselves
+    ra = rankdata(torch.where(keep, a, inf))
+    rb = rankdata(torch.where(keep, b, inf))
+    w = keep.to(a.dtype)
+    n = w.sum(1, keepdim=True)
+    ca = (ra - (ra * w).sum(1, keepdim=True) / n) * w
+    cb = (rb - (rb * w).sum(1, keepdim=True) / n) * w
+    out = _correlate_centred(ca, cb)
+    return torch.where(n.squeeze(1) >= 2, out, torch.full_like(out, float("nan")))
 
 
 def centred_ranks(x: Tensor, *, absolute: bool = False) -> Tensor:

@@ -137,14 +137,16 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
         from bench.experiments.model_randomization import model_randomization
 
         for label, rspec in cfg.randomization.items():
-            random_label_model = None
-            if rspec.mode == "labels":
-                random_label_model, _ = train_on_permuted_labels(
-                    cfg.model.name, data, epochs=rspec.epochs, lr=rspec.lr, seed=rspec.seed,
-                    min_train_acc=rspec.min_train_acc, model_kw=model_kw, device=run.device,
-                    cache_dir=cfg.train.cache_dir, use_cache=cfg.train.use_cache, progress=run.progress)
-            res = model_randomization(model, data, specs, rspec, random_label_model=random_label_model, run=run,
-                                      scoring=cfg.metric, **labels)
+            label_models: dict[str, Any] = {}
+            if rspec.mode == "labels":  # the permuted-label model and its control: one recipe, the labels differ
+                for key, permute in (("random_label_model", True), ("retrained_model", False)):
+                    label_models[key], _ = train_on_permuted_labels(
+                        cfg.model.name, data, epochs=rspec.epochs, lr=rspec.lr, seed=rspec.seed,
+                        min_train_acc=rspec.min_train_acc, model_kw=model_kw, device=run.device,
+                        cache_dir=cfg.train.cache_dir, use_cache=cfg.train.use_cache, progress=run.progress,
+                        permute=permute)
+            res = model_randomization(model, data, specs, rspec, run=run, scoring=cfg.metric, **label_models,
+                                      **labels)
             res.table["condition"] = label
             frames.append(res.table)
             results[f"randomization:{label}"] = res
@@ -162,6 +164,7 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
 def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, Any], meta: dict,
            path: Path) -> dict:
     """Figures, the leaderboard and W&B: views of the table already on disk; a failure here loses no result."""
+    from bench.core.scores import RANDOMIZATION_SCORE
     from bench.reporting.aggregate import invariance_verdicts
     from bench.reporting.figures import invariance_figures, randomization_figures
     from bench.reporting.leaderboard import build_leaderboard
@@ -181,10 +184,11 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
                                                  title=f"{cfg.model.name}: {label}")
     board = None
     if len(table):
-        metric = next((n for n in ("spearman_abs", *cfg.metric.names) if n in cfg.metric.names), None)
+        names = cfg.metric.names
+        metric = RANDOMIZATION_SCORE if RANDOMIZATION_SCORE in names else next(iter(names), RANDOMIZATION_SCORE)
         try:
             board = build_leaderboard(table, tolerance=inv.tolerance, ssim_threshold=inv.ssim_threshold,
-                                      randomization_metric=metric or "spearman_abs")
+                                      randomization_metric=metric)
             log.info("\n%s", to_markdown(board))
         except ValueError as err:
             log.warning("no leaderboard: %s", err)

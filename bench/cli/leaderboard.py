@@ -21,11 +21,9 @@ def add_build_options(parser: argparse.ArgumentParser, *, metric_default: str | 
     """The options that decide the leaderboard's values (shared with ``salbench-check``)."""
     parser.add_argument("--metric", default=metric_default,
                         help=f"randomization similarity metric (default: {metric_default or 'from the baseline'})")
-    parser.add_argument("--pass-threshold", type=float, default=None,
-                        help="randomization passes when the last-stage similarity is below this (default: the "
-                             "metric's randomized_at in the score registry, 0.5 for the correlations)")
-    parser.add_argument("--auc-threshold", type=float, default=None,
-                        help="also require the area under the randomization curve below this (default: not used)")
+    parser.add_argument("--min-drop", type=float, default=None,
+                        help="randomization passes when the paired drop below the repeatability control is at least "
+                             "this (95%% lower bound; default: the metric's min_drop in the score registry)")
     parser.add_argument("--ssim-threshold", type=float, default=None,
                         help="invariance passes when the mean SSIM is at least this (default: the registry's, 0.99)")
     parser.add_argument("--tolerance", type=float, default=None,
@@ -36,7 +34,7 @@ def add_build_options(parser: argparse.ArgumentParser, *, metric_default: str | 
 def build_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`~bench.reporting.leaderboard.build_leaderboard` from the parsed options."""
     return dict(tolerance=args.tolerance, ssim_threshold=args.ssim_threshold, randomization_metric=args.metric,
-                pass_threshold=args.pass_threshold, auc_threshold=args.auc_threshold)
+                min_drop=args.min_drop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 import methods
 
-__all__ = ["MethodSpec", "method_specs", "make_explainer", "explain_all", "fit_loader", "predict"]
+__all__ = ["MethodSpec", "method_specs", "make_explainer", "explain_all", "fit_loader", "predict", "names_keyword"]
 
 
 @dataclass
@@ -89,7 +89,7 @@ def make_explainer(
     params.setdefault("low", float(domain[0]))
     params.setdefault("high", float(domain[1]))
     for key, value in (extra or {}).items():
-        if key not in params and _names_keyword(factory, key):
+        if key not in params and names_keyword(factory, key):
             params[key] = value
     for key in ("low", "high"):
         if not methods.registry.accepts(factory, key):
@@ -107,7 +107,7 @@ def make_explainer(
     return explainer
 
 
-def _names_keyword(factory: Any, key: str) -> bool:
+def names_keyword(factory: Any, key: str) -> bool:
     """Whether ``factory`` names ``key`` as a parameter (a ``**kwargs`` catch-all does not count)."""
     import inspect
 

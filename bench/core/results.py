@@ -2,8 +2,11 @@
 
 One row per score: ``experiment, model, dataset, method, condition, layer, metric, sample, score, seed,
 config_hash``. ``condition`` names the shift (input invariance) or the randomization mode; ``layer`` is
-the randomization stage (``"-"`` where there is none). Written as Parquet (temporary file, then rename)
-beside the job's config; a sweep folder is read back by globbing ``**/results.parquet``.
+the randomization stage (``"-"`` where there is none), or one of the controls of a randomization run
+(``control:repeat``, ``control:input``, ``control:edges``, ``control:retrained``; :func:`is_control`). ``metric``
+names a registered score (:mod:`bench.core.scores`), which fixes the post-processing that produced it. Written as
+Parquet (temporary file, then rename) beside the job's config; a sweep folder is read back by globbing
+``**/results.parquet``.
 """
 
 from __future__ import annotations
@@ -20,12 +23,26 @@ import pandas as pd
 
 from bench._io import atomic_write
 
-__all__ = ["COLUMNS", "RESULTS_FILE", "score_rows", "score_table", "concat", "write_table", "read_table", "read_tables",
-           "config_hash"]
+__all__ = ["COLUMNS", "RESULTS_FILE", "CONTROL_PREFIX", "CONTROL_REPEAT", "CONTROL_INPUT", "CONTROL_EDGES",
+           "CONTROL_RETRAINED", "is_control", "score_rows", "score_table", "concat", "write_table", "read_table",
+           "read_tables", "config_hash"]
 
 COLUMNS = ["experiment", "model", "dataset", "method", "condition", "layer", "metric", "sample", "score", "seed",
            "config_hash"]
 RESULTS_FILE = "results.parquet"
+
+#: ``layer`` values of the control rows of a randomization run (``condition`` = the run's mode); every control is
+#: scored exactly like the test stages, against the same trained-model maps
+CONTROL_PREFIX = "control:"
+CONTROL_REPEAT = "control:repeat"  # a second map of the unchanged trained model (another noise seed): the ceiling
+CONTROL_INPUT = "control:input"  # the input itself as a map: depends on nothing learned
+CONTROL_EDGES = "control:edges"  # the Sobel edge magnitude of the input: depends on nothing learned
+CONTROL_RETRAINED = "control:retrained"  # the label test's control: true labels, the permuted model's recipe
+
+
+def is_control(layer: str) -> bool:
+    """Whether a ``layer`` value names a control row rather than a randomization stage."""
+    return str(layer).startswith(CONTROL_PREFIX)
 _DTYPES = {"sample": "int64", "score": "float64", "seed": "int64"}
 
 

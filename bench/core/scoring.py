@@ -1,10 +1,10 @@
 """Scoring two batches of saliency maps with the registered scores (:mod:`bench.core.scores`).
 
 :func:`score_maps` computes ``{name: Tensor[B]}`` for maps ``a`` and ``b`` shaped ``B x C x H x W`` (or
-``B x H x W``); a :class:`MapBatch` holds one batch with its post-processed versions
-(:func:`metrics.normalize`) and Spearman ranks, computed on first use and kept, so that a trained model's maps
-scored against every randomization stage are normalized and ranked once. Pass a ``MapBatch`` wherever a
-tensor is accepted: the scores are the same.
+``B x H x W``); a :class:`MapBatch` holds one batch with its post-processed versions (the named
+normalizations of :data:`bench.core.scores.NORMALIZATIONS`, built on :func:`metrics.normalize`) and Spearman
+ranks, computed on first use and kept, so that a trained model's maps scored against every randomization stage
+are normalized and ranked once. Pass a ``MapBatch`` wherever a tensor is accepted: the scores are the same.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 import metrics
-from bench.core.scores import DEFAULT_SCORES, get_score
+from bench.core.scores import DEFAULT_SCORES, NORMALIZATIONS, get_score
 
 __all__ = ["MapBatch", "score_maps"]
 
@@ -37,9 +37,18 @@ class MapBatch:
         self._ranks: dict[str, Tensor] = {}
 
     def normalized(self, mode: str) -> Tensor:
-        """The maps post-processed with :func:`metrics.normalize` ``mode`` (computed once)."""
+        """The maps post-processed the named way (one of :data:`~bench.core.scores.NORMALIZATIONS`; computed once):
+        ``B x H x W`` for the channel-reducing ones, the maps themselves for ``raw``."""
         if mode not in self._normalized:
-            self._normalized[mode] = metrics.normalize(self.maps, mode)
+            if mode not in NORMALIZATIONS:
+                raise ValueError(f"unknown normalization {mode!r}; accepted: {', '.join(NORMALIZATIONS)}")
+            if mode == "minmax_signed":
+                out = metrics.normalize(self.maps.sum(1), "minmax")
+            elif mode == "raw":
+                out = self.maps
+            else:
+                out = metrics.normalize(self.maps, {"abs_p99": "abs", "signed_p99": "signed"}.get(mode, mode))
+            self._normalized[mode] = out
         return self._normalized[mode]
 
     def ranks(self, mode: str) -> Tensor:
@@ -49,21 +58,15 @@ class MapBatch:
         return self._ranks[mode]
 
 
-def score_maps(
-    a: Tensor | MapBatch, b: Tensor | MapBatch, names: Sequence[str] = DEFAULT_SCORES, *,
-    normalization: str = "abs",
-) -> dict[str, Tensor]:
+def score_maps(a: Tensor | MapBatch, b: Tensor | MapBatch, names: Sequence[str] = DEFAULT_SCORES) -> dict[str, Tensor]:
     """Scores ``{name: Tensor[B]}`` of the registered scores ``names`` between maps ``a`` and ``b``.
 
-    ``normalization``: the post-processing of the scores that follow the run's setting (``ssim``): ``abs``,
-    ``signed`` or ``minmax`` (:func:`metrics.normalize`). Raises ``ValueError`` for an unknown score (naming
-    the registered ones), maps of different shapes (naming both) or NaN maps.
+    Raises ``ValueError`` for an unknown score (naming the registered ones), maps of different shapes (naming
+    both) or NaN maps.
     """
     scores = [get_score(n) for n in names]
-    if normalization not in metrics.MODES:
-        raise ValueError(f"unknown normalization {normalization!r}; accepted: {', '.join(metrics.MODES)}")
     a = a if isinstance(a, MapBatch) else MapBatch(a, "first")
     if a.shape != tuple(b.shape):
         raise ValueError(f"maps to compare differ in shape: {a.shape} vs {tuple(b.shape)}")
     b = b if isinstance(b, MapBatch) else MapBatch(b, "second")
-    return {s.name: s.compute(a, b, normalization=normalization) for s in scores}
+    return {s.name: s.compute(a, b) for s in scores}

@@ -42,8 +42,8 @@ class RunSettings:
 
 @dataclass
 class ScoreSettings:
-    """Which registered scores (:mod:`bench.core.scores`) are computed, and the post-processing of the maps
-    that SSIM sees (``abs``, ``signed`` or ``minmax``: :func:`metrics.normalize`); the ``metric`` config group."""
+    """Which registered scores (:mod:`bench.core.scores`) are computed (the ``metric`` config group). Each score
+    names its own post-processing (``ssim``: abs_p99, ``ssim_abs_max``, ``ssim_minmax_signed``, ...), so the
+    results table's ``metric`` column records how every score was produced."""
 
     names: List[str] = field(default_factory=lambda: list(DEFAULT_SCORES))  # noqa: UP006
-    normalization: str = "abs"

@@ -159,7 +159,7 @@ def input_invariance(
                 e2 = make_explainer(spec, f2, domain=domain2, fit_data=fit_loader(x_fit + m, y_fit),
                                     extra=_noise(spec, sigma))
                 a2 = explain_all(e2, x2, target, bs)
-                scores = score_maps(maps1[spec.label], a2, names, normalization=scoring.normalization)
+                scores = score_maps(maps1[spec.label], a2, names)
             except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
                 result.errors[(spec.label, shift_label)] = f"{type(err).__name__}: {err}"
                 result.tracebacks[(spec.label, shift_label)] = traceback.format_exc()

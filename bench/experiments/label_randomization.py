@@ -55,8 +55,13 @@ def train_on_permuted_labels(
     cache_dir: str | None = None,
     use_cache: bool = True,
     progress: bool = False,
+    permute: bool = True,
 ) -> tuple[nn.Module, dict]:
     """The data-randomization model: ``model_name`` trained on permuted training labels.
+
+    ``permute=False`` trains the label test's control instead: the identical recipe (same samples, epochs,
+    learning rate and initialization seed) on the true labels, so that the permuted-label model and its control
+    differ in the labels alone.
 
     The labels of the first ``train_samples`` training images (at most; all when None) are permuted with ``seed``
     (:func:`permuted_labels`), and the model is trained on them with ``train_cfg``
@@ -77,14 +82,18 @@ def train_on_permuted_labels(
         raise ValueError(f"train_samples must be >= 1, got {train_samples}")
     sub = data if n == len(data.x_train) else dataclasses.replace(data, x_train=data.x_train[:n],
                                                                    y_train=data.y_train[:n])
-    labels = permuted_labels(sub.y_train, seed)
-    model, info = load_or_train(model_name, sub, cfg, model_kw=model_kw, labels=labels, device=device,
-                                progress=progress)
+    labels = permuted_labels(sub.y_train, seed) if permute else sub.y_train
+    model, info = load_or_train(model_name, sub, cfg, model_kw=model_kw, labels=labels if permute else None,
+                                device=device, progress=progress)
     info = {**info, "lr": cfg.lr, "train_samples": n, "label_seed": seed,
             "label_agreement": float((labels == sub.y_train).float().mean())}
+    log.info("%s trained on %d %s labels: train accuracy %.3f, test accuracy %.3f [%s]", model_name, n,
+             "permuted" if permute else "true", info["train_acc"], info["test_acc"],
+             "cached" if info["cached"] else "trained")
     if info["train_acc"] < min_train_acc:
+        kind = "permuted" if permute else "true"
         raise RuntimeError(
-            f"{model_name} fits only {info['train_acc']:.3f} of the {n} permuted training labels after "
+            f"{model_name} fits only {info['train_acc']:.3f} of the {n} {kind} training labels after "
             f"{cfg.epochs} epochs at lr {cfg.lr} (chance {1 / data.num_classes:.2f}, required {min_train_acc}); "
             "train longer (epochs=...) or on fewer samples (train_samples=...)"
         )

@@ -15,12 +15,23 @@ mode, ``layer`` = the stage (the unit randomized in it; cumulative for ``cascadi
 ``"permuted_labels"`` for ``labels``), one score per sample and metric (:func:`bench.core.scoring.score_maps`,
 the paper's post-processing). The explained class is the trained model's prediction, at every stage.
 
-The label test's model is trained by :func:`bench.experiments.label_randomization.train_on_permuted_labels`.
+Controls, scored exactly like the stages and stored as rows with ``layer`` = ``control:...``
+(:mod:`bench.core.results`): ``control:repeat``, a second map of the unchanged trained model (SmoothGrad and any
+method with a ``seed`` get another noise seed), the ceiling of "unchanged"; ``control:input`` and
+``control:edges``, maps that depend on the input and nothing learned (the input itself, its Sobel edge
+magnitude). The label test compares the permuted-label model with a control trained with its exact recipe on the
+true labels (``retrained_model``): the control's maps are then the reference of every row (the two models differ
+in the labels alone), and ``control:retrained`` scores the trained model's maps against them (how far the recipe
+alone moves the maps). The verdicts compare the stages with these controls
+(:func:`bench.reporting.aggregate.randomization_verdicts`).
+
+The label test's models are trained by :func:`bench.experiments.label_randomization.train_on_permuted_labels`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,8 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from bench.core.data import Dataset
-from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, predict
-from bench.core.results import score_table
+from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, names_keyword, predict
+from bench.core.results import CONTROL_EDGES, CONTROL_INPUT, CONTROL_REPEAT, CONTROL_RETRAINED, score_table
 from bench.core.scoring import MapBatch, score_maps
 from bench.core.settings import RunSettings, ScoreSettings
 from bench.experiments.label_randomization import LABEL_STAGE, check_label_model
@@ -110,12 +121,56 @@ class RandomizationResult:
         log.warning("%s failed (%s): %s: %s", method, where, type(err).__name__, err)
 
 
+def input_nulls(x: Tensor) -> dict[str, Tensor]:
+    """Maps that depend on the input and on nothing learned, shaped like ``x`` (``B x C x H x W``): the input
+    itself (``control:input``) and the Sobel edge magnitude of each channel (``control:edges``, zero padding)."""
+    if x.ndim != 4:
+        return {CONTROL_INPUT: x}
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+    kernels = torch.stack([kx, kx.T])[:, None].repeat(x.shape[1], 1, 1, 1)  # [2C, 1, 3, 3]
+    g = torch.nn.functional.conv2d(x, kernels, padding=1, groups=x.shape[1]).unflatten(1, (x.shape[1], 2))
+    return {CONTROL_INPUT: x, CONTROL_EDGES: g.square().sum(2).sqrt()}
+
+
+def _repeat_spec(spec: MethodSpec) -> MethodSpec:
+    """The spec of the repeatability control: another noise seed where the factory takes a ``seed``."""
+    if not names_keyword(spec.factory(), "seed"):
+        return spec
+    return dataclasses.replace(spec, params={**spec.params, "seed": int(spec.params.get("seed", 0)) + 1})
+
+
 def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` itself when all its tensors are on ``device``, else a copy moved there (never moves ``model``)."""
     tensors = list(model.parameters()) + list(model.buffers())
     if all(t.device == device for t in tensors):
         return model
     return copy.deepcopy(model).to(device)
+
+
+def _controls(specs: Sequence[MethodSpec], ref: Mapping[str, MapBatch], x: Tensor, target: Tensor,
+              reference: nn.Module, trained: nn.Module | None, domain: tuple[float, float], fit: list,
+              names: Sequence[str], bs: int, result: RandomizationResult) -> list[tuple[dict, dict[str, Tensor]]]:
+    """The control rows of every method still running (see the module docstring): the repeat of the
+    ``reference`` model's maps ``ref``, the input-only nulls, and (label test) the trained model's maps."""
+    rows: list[tuple[dict, dict[str, Tensor]]] = []
+    nulls = input_nulls(x)
+    for ms in specs:
+        if ms.label in result.errors:
+            continue
+        try:
+            with eval_mode(reference):
+                again = explain_all(make_explainer(_repeat_spec(ms), reference, domain=domain, fit_data=fit), x,
+                                    target, bs)
+            rows.append(({"method": ms.label, "layer": CONTROL_REPEAT}, score_maps(ref[ms.label], again, names)))
+            for layer, null in nulls.items():
+                rows.append(({"method": ms.label, "layer": layer}, score_maps(ref[ms.label], null, names)))
+            if trained is not None:
+                with eval_mode(trained):
+                    maps = explain_all(make_explainer(ms, trained, domain=domain, fit_data=fit), x, target, bs)
+                rows.append(({"method": ms.label, "layer": CONTROL_RETRAINED}, score_maps(ref[ms.label], maps, names)))
+        except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
+            result.fail(ms.label, "controls", err)
+    return rows
 
 
 def model_randomization(
@@ -125,6 +180,7 @@ def model_randomization(
     spec: RandomizationSpec | str = "cascading",
     *,
     random_label_model: nn.Module | None = None,
+    retrained_model: nn.Module | None = None,
     run: RunSettings | None = None,
     scoring: ScoreSettings | None = None,
     model_name: str = "model",
@@ -139,7 +195,8 @@ def model_randomization(
         methods: names, :class:`~bench.core.explain.MethodSpec` objects or ``{label: spec}``.
         spec: a :class:`RandomizationSpec` or just its mode (``cascading``, ``bottom_up``, ``independent``,
             ``labels``); with ``labels``, ``random_label_model`` is the same architecture trained on permuted
-            labels (:func:`~bench.experiments.label_randomization.train_on_permuted_labels`).
+            labels and ``retrained_model`` (optional; the verdict needs it) the same recipe on the true labels
+            (:func:`~bench.experiments.label_randomization.train_on_permuted_labels`).
         run, scoring: :class:`~bench.core.settings.RunSettings` and :class:`~bench.core.settings.ScoreSettings`.
         model_name, config_hash: written into the result rows.
 
@@ -157,17 +214,22 @@ def model_randomization(
     if (mode == "labels") != (random_label_model is not None):
         raise ValueError("mode 'labels' needs random_label_model (see train_on_permuted_labels), "
                          f"and only that mode takes one (mode {mode!r})")
+    if retrained_model is not None and mode != "labels":
+        raise ValueError(f"retrained_model is the label test's control; mode {mode!r} takes none")
     specs = method_specs(methods)
     device = torch.device(run.device)
     trained = _on_device(model, device)
-    other = None
+    other = retrained = None
     if random_label_model is not None:
         other = _on_device(random_label_model, device)
         check_label_model(trained, other)
+    if retrained_model is not None:
+        retrained = _on_device(retrained_model, device)
+        check_label_model(trained, retrained)
     before = fingerprint(trained)
     x = data.x_test[: run.n_samples].to(device)
     bs = run.batch_size
-    score_maps(x[:2], x[:2], scoring.names, normalization=scoring.normalization)  # fail fast on a bad score
+    score_maps(x[:2], x[:2], scoring.names)  # fail fast on a bad score
     fit = fit_loader(data.x_train[: run.fit_samples].to(device), data.y_train[: run.fit_samples].to(device))
     result = RandomizationResult(table=pd.DataFrame(), mode=mode, inputs=x[: run.keep_maps].cpu())
     scored: list[tuple[dict, dict[str, Tensor]]] = []  # one table at the end
@@ -175,15 +237,21 @@ def model_randomization(
     target = predict(trained, x, bs)
     result.targets = target[: run.keep_maps].cpu()
 
-    ref: dict[str, MapBatch] = {}  # the trained model's maps, normalized and ranked once for all stages
+    # the reference maps, normalized and ranked once for all stages: the trained model's, or in the label test the
+    # retrained control's (same recipe as the permuted-label model: only the labels differ)
+    reference = retrained if retrained is not None else trained
+    ref: dict[str, MapBatch] = {}
     for ms in specs:
         try:
-            maps = explain_all(make_explainer(ms, trained, domain=data.domain, fit_data=fit), x, target, bs)
+            with eval_mode(reference):
+                maps = explain_all(make_explainer(ms, reference, domain=data.domain, fit_data=fit), x, target, bs)
             ref[ms.label] = MapBatch(maps)
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
-            result.fail(ms.label, "trained model", err)
+            result.fail(ms.label, "reference model", err)
             continue
         result.maps[ms.label] = [maps[: run.keep_maps].cpu()]
+    scored += _controls(specs, ref, x, target, reference, trained if retrained is not None else None, data.domain,
+                        fit, scoring.names, bs, result)
 
     if other is not None:
         stage_iter: Iterator[tuple[str, nn.Module]] = iter([(LABEL_STAGE, other)])
@@ -202,7 +270,7 @@ def model_randomization(
                     try:
                         explainer = make_explainer(ms, stage_model, domain=data.domain, fit_data=fit)
                         maps = explain_all(explainer, x, target, bs)
-                        scores = score_maps(ref[ms.label], maps, scoring.names, normalization=scoring.normalization)
+                        scores = score_maps(ref[ms.label], maps, scoring.names)
                     except Exception as err:  # noqa: BLE001
                         result.fail(ms.label, f"stage {stage}", err)
                         continue

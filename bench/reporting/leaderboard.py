@@ -10,32 +10,27 @@ Columns (the CSV's names; the CSV is also the baseline format of ``salbench-chec
 - ``model``, ``method``: the row key. When a model was run on more than one dataset, ``model`` is
   ``"<model>@<dataset>"`` for every row, so that datasets are not pooled.
 - ``passed``, ``tests``: how many of the per-shift / per-mode verdicts below passed, and how many were run.
-- ``invariance``, ``randomization``: the overall verdict of each test: ``pass`` when every shift (mode)
-  run for that row passed, ``fail`` otherwise, ``N/A`` when the test was not run for that row.
-- per input-invariance shift ``S`` (:func:`bench.reporting.aggregate.invariance_verdicts`): ``inv/S/ssim`` (mean SSIM
-between
-  the maps of the original and the twin network) and ``inv/S/verdict``: ``exact`` (the 95th percentile
-  of ``max_rel_diff`` is at most ``tolerance``), else ``pass`` (mean SSIM >= ``ssim_threshold``), else
-  ``fail``; ``N/A`` when not run (or SSIM is undefined and the maps are not exact). ``exact`` counts as
-  a pass.
-- per randomization mode ``M`` and the chosen metric ``K`` (:func:`bench.reporting.aggregate.randomization_summary`):
-  ``rand/M/K/last`` (mean similarity to the trained model's map at the last stage), ``rand/M/K/auc``
-  (mean over stages; 1 = the map never changed) and ``rand/M/verdict``: ``pass`` when ``last <
-  pass_threshold`` (and ``auc < auc_threshold`` when one is given), ``fail`` otherwise, ``N/A`` when not
-  run, when the method has no score at the condition's last stage, or when the similarity is undefined
-  (constant maps have no rank correlation).
+- ``invariance``, ``randomization``: the overall verdict of each test: ``pass`` when every shift (mode) run for
+  that row passed, else the first of ``fail``, ``input-dominated``, ``inconclusive`` that occurs; ``N/A`` when
+  the test was not run for that row.
+- per input-invariance shift ``S`` (:func:`bench.reporting.aggregate.invariance_verdicts`): ``inv/S/ssim`` (mean
+  SSIM between the maps of the original and the twin network) and ``inv/S/verdict``: ``exact`` (the 95th
+  percentile of ``max_rel_diff`` is at most ``tolerance``), else ``pass`` (mean SSIM >= ``ssim_threshold``), else
+  ``fail``; ``N/A`` when not run (or SSIM is undefined and the maps are not exact). ``exact`` counts as a pass.
+- per randomization mode ``M`` and the verdict score ``K`` (:func:`bench.reporting.aggregate.randomization_summary`
+  and :func:`~bench.reporting.aggregate.randomization_verdicts`): ``rand/M/K/top`` and ``rand/M/K/last`` (mean
+  similarity to the trained model's map at the first and the last stage; for ``cascading`` the top unit alone
+  and the whole model), ``rand/M/K/repeat`` (the repeatability control: a second map of the unchanged model),
+  ``rand/M/K/auc`` (mean over stages) and ``rand/M/verdict``: ``pass``, ``fail``, ``input-dominated`` or
+  ``inconclusive`` by the rule of :mod:`bench.reporting.aggregate`.
 
 Thresholds
 ----------
-Every default threshold and direction comes from the score registry (:mod:`bench.core.scores`).
-Randomization: a mode passes when the metric says the map changed (:meth:`~bench.core.scores.Score.is_randomized`:
-``spearman_abs`` below its ``randomized_at`` 0.5 by default; ``pass_threshold`` overrides the number). The last
-stage is the fully randomized model for ``cascading`` and ``bottom_up``, the model trained on permuted
-labels for ``labels``, and the *top* unit randomized alone for ``independent`` (stages run from the input
-to the logits). The measured calibration of these defaults on the bundled models, and their two known
-caveats (Guided Backprop passes the cascading last stage; input-multiplied methods saturate ``spearman_abs`` on
-data with a zero background), are in ``benchmarks/calibration.md``.
-Invariance: the ``invariant_at`` of ``ssim`` (0.99) and of ``max_rel_diff`` (1e-3, the ``tolerance``).
+Every default threshold and direction comes from the score registry (:mod:`bench.core.scores`): the verdict
+score ``K`` is ``ssim`` unless chosen (``randomization_metric``), its ``min_drop`` (0.4 for SSIM) the paired drop
+below the control a pass needs (``min_drop`` overrides it). Invariance: the ``invariant_at`` of ``ssim`` (0.99)
+and of ``max_rel_diff`` (1e-3, the ``tolerance``). The measured calibration on the bundled models is in
+``benchmarks/calibration.md`` and the README.
 
 Sorting and grouping
 --------------------
@@ -60,8 +55,16 @@ from pathlib import Path
 import pandas as pd
 
 from bench.core.results import read_tables
-from bench.core.scores import RANDOMIZATION_SCORE, Score, get_score
-from bench.reporting.aggregate import INVARIANCE, RANDOMIZATION, invariance_verdicts, randomization_summary
+from bench.core.scores import RANDOMIZATION_SCORE, get_score
+from bench.reporting.aggregate import (
+    INCONCLUSIVE,
+    INPUT_DOMINATED,
+    INVARIANCE,
+    RANDOMIZATION,
+    invariance_verdicts,
+    randomization_summary,
+    randomization_verdicts,
+)
 
 __all__ = [
     "build_leaderboard",
@@ -76,7 +79,7 @@ __all__ = [
 ]
 
 DEFAULT_METRIC = RANDOMIZATION_SCORE
-PASS, EXACT, FAIL, NA = "pass", "exact", "fail", "N/A"
+PASS, EXACT, FAIL, NA = "pass", "exact", "fail", "N/A"  # the randomization verdicts add input-dominated, inconclusive
 PASSING = (PASS, EXACT)
 KEY = ["model", "method"]
 COUNT_COLUMNS = ["passed", "tests"]
@@ -115,23 +118,15 @@ def _inv_verdict(ssim: float, exact: bool, ssim_threshold: float) -> str:
     return PASS if ssim >= ssim_threshold else FAIL
 
 
-def _rand_verdict(last: float, auc: float, score: Score, auc_threshold: float | None) -> str:
-    if math.isnan(last) or (auc_threshold is not None and math.isnan(auc)):
-        return NA
-    ok = score.is_randomized(last) and (auc_threshold is None or _below(auc, auc_threshold, score))
-    return PASS if ok else FAIL
-
-
-def _below(value: float, threshold: float, score: Score) -> bool:
-    """``value`` on the changed side of ``threshold`` in ``score``'s direction."""
-    return value < threshold if score.higher_is_similar else value > threshold
-
-
 def _overall(verdicts: Sequence[str]) -> str:
+    """``pass`` when every verdict run passed; else the first of ``fail``, ``input-dominated``, ``inconclusive``
+    that occurs (``N/A`` when none was run)."""
     run = [v for v in verdicts if v != NA]
     if not run:
         return NA
-    return PASS if all(v in PASSING for v in run) else FAIL
+    if all(v in PASSING for v in run):
+        return PASS
+    return next(w for w in (FAIL, INPUT_DOMINATED, INCONCLUSIVE) if w in run)
 
 
 def build_leaderboard(
@@ -140,8 +135,7 @@ def build_leaderboard(
     tolerance: float | None = None,
     ssim_threshold: float | None = None,
     randomization_metric: str = DEFAULT_METRIC,
-    pass_threshold: float | None = None,
-    auc_threshold: float | None = None,
+    min_drop: float | None = None,
     sort: str = "passed",
 ) -> pd.DataFrame:
     """One row per (model, method) from a long results table (see the module docstring for the columns,
@@ -151,8 +145,7 @@ def build_leaderboard(
     the table has randomization rows but none for ``randomization_metric``, or the metric is not registered.
     """
     score = get_score(randomization_metric)
-    if pass_threshold is not None:
-        score = Score(score.name, score.compute, score.higher_is_similar, score.invariant_at, pass_threshold)
+    min_drop = score.min_drop if min_drop is None else float(min_drop)
     ssim_threshold = get_score("ssim").invariant_at if ssim_threshold is None else ssim_threshold
     tolerance = get_score("max_rel_diff").invariant_at if tolerance is None else tolerance
     table = _model_labels(table)
@@ -180,20 +173,23 @@ def build_leaderboard(
     mode_cols: list[str] = []
     modes = _ordered(rand_t["condition"], MODE_ORDER)
     if len(rand_t):
-        s = randomization_summary(rand_t)
-        if randomization_metric not in set(s["metric"]):
+        if randomization_metric not in set(rand_t["metric"]):
             raise ValueError(f"no randomization scores for the metric {randomization_metric!r}; the table has "
-                             f"{', '.join(sorted(set(s['metric'])))}")
-        s = s[s["metric"] == randomization_metric].set_index(KEY + ["condition"])
+                             f"{', '.join(sorted(set(rand_t['metric'])))}")
+        rt = rand_t[rand_t["metric"] == randomization_metric]
+        summ = randomization_summary(rt).set_index(KEY + ["condition"])
+        verd = randomization_verdicts(rt, randomization_metric, min_drop=min_drop).set_index(KEY + ["condition"])
         for mode in modes:
-            if mode not in s.index.get_level_values("condition"):
+            if mode not in summ.index.get_level_values("condition"):
                 continue
-            sub = s.xs(mode, level="condition").reindex(idx)
-            last, auc = sub["last"].astype(float).to_numpy(), sub["auc"].astype(float).to_numpy()
-            board[rand_column(mode, "last", randomization_metric)] = last
-            board[rand_column(mode, "auc", randomization_metric)] = auc
-            board[rand_column(mode, "verdict")] = [_rand_verdict(a, b, score, auc_threshold)
-                                                   for a, b in zip(last, auc, strict=True)]
+            sub = summ.xs(mode, level="condition").reindex(idx)
+            vsub = verd.xs(mode, level="condition").reindex(idx)
+            for stat in ("top", "last"):
+                board[rand_column(mode, stat, randomization_metric)] = (
+                    sub["first" if stat == "top" else "last"].astype(float).to_numpy())
+            board[rand_column(mode, "repeat", randomization_metric)] = vsub["repeat"].astype(float).to_numpy()
+            board[rand_column(mode, "auc", randomization_metric)] = sub["auc"].astype(float).to_numpy()
+            board[rand_column(mode, "verdict")] = vsub["verdict"].fillna(NA).astype(str).to_numpy()
             mode_cols.append(rand_column(mode, "verdict"))
 
     per_test = board[shift_cols + mode_cols]
@@ -202,7 +198,7 @@ def build_leaderboard(
     board.insert(4, "invariance", [_overall(r) for r in board[shift_cols].itertuples(index=False)])
     board.insert(5, "randomization", [_overall(r) for r in board[mode_cols].itertuples(index=False)])
     settings = dict(tolerance=tolerance, ssim_threshold=ssim_threshold, randomization_metric=randomization_metric,
-                    pass_threshold=score.randomized_at, auc_threshold=auc_threshold)
+                    min_drop=min_drop)
     board = sort_leaderboard(board, sort)
     board.attrs["settings"] = settings
     return board

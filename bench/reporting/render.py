@@ -45,8 +45,9 @@ def _groups(board: pd.DataFrame) -> list[tuple[str, list[tuple[str, str]]]]:
             groups.append((shift, [(col, "SSIM"), (inv_column(shift, "verdict"), "verdict")]))
         elif parts[0] == "rand" and parts[-1] == "last":
             mode, metric = "/".join(parts[1:-2]), parts[-2]
-            groups.append((f"{mode} ({metric})", [(col, "last"), (rand_column(mode, "auc", metric), "AUC"),
-                                                  (rand_column(mode, "verdict"), "verdict")]))
+            cols = [(rand_column(mode, "repeat", metric), "repeat"), (rand_column(mode, "top", metric), "top"),
+                    (col, "last"), (rand_column(mode, "auc", metric), "AUC"), (rand_column(mode, "verdict"), "verdict")]
+            groups.append((f"{mode} ({metric})", [(c, sub) for c, sub in cols if c in board.columns]))
     return groups
 
 
@@ -60,14 +61,19 @@ def _cell(board: pd.DataFrame, row: pd.Series, col: str) -> str:
 
 
 def _legend(settings: dict) -> str:
-    auc = settings.get("auc_threshold")
-    auc_text = f" and AUC < {auc:g}" if auc is not None else ""
+    metric, drop = settings.get("randomization_metric", "ssim"), settings.get("min_drop", 0.4)
     return (f"Invariance: a shift passes when the mean SSIM between the two networks' maps is >= "
             f"{settings.get('ssim_threshold', 0.99):g} (`exact`: 95th percentile of the max relative difference "
-            f"<= {settings.get('tolerance', 1e-3):g}). Randomization: a mode passes when the "
-            f"{settings.get('randomization_metric')} similarity to the trained model's map at the "
-            f"last stage is < {settings.get('pass_threshold', 0.5):g}{auc_text}; AUC is the mean "
-            "over stages. `invariance` / `randomization`: pass when every shift / mode run passed. N/A: not run.")
+            f"<= {settings.get('tolerance', 1e-3):g}). "
+            f"Randomization ({metric} to the trained model's map, per sample): `pass` when the paired drop below the "
+            f"method's own repeatability control (`repeat`: a second map of the unchanged model; for `labels`, a "
+            f"model retrained with the same recipe on the true labels) has a 95% lower bound >= {drop:g} at every "
+            "checked stage (`cascading`: the top unit alone and the whole model; otherwise the last stage); "
+            "`input-dominated` when a map of the input alone is at least half as similar to the trained map as its "
+            "repeat and the fully randomized map stays that similar; `inconclusive` when fewer than 8 paired "
+            "samples or the method is not repeatable (repeat < 0.5); `fail` otherwise. `top` / `last`: mean at the "
+            "first / last stage; AUC: mean over stages. `invariance` / `randomization`: pass when every shift / "
+            "mode run passed. N/A: not run.")
 
 
 def to_markdown(lb: Leaderboard | pd.DataFrame) -> str:
@@ -104,7 +110,8 @@ figcaption{font-size:.8em;color:#555;word-break:break-all;max-width:40em}
 
 
 def _html_class(text: str) -> str:
-    return {PASS: "pass", EXACT: "exact", FAIL: "fail", NA: "na", "—": "na"}.get(text, "")
+    return {PASS: "pass", EXACT: "exact", FAIL: "fail", NA: "na", "—": "na", "input-dominated": "fail",
+            "inconclusive": "na"}.get(text, "")
 
 
 def to_html(lb: Leaderboard | pd.DataFrame, *, title: str = "saliency-bench leaderboard") -> str:
