@@ -65,14 +65,15 @@ def _legend(settings: dict) -> str:
     return (f"Invariance: a shift passes when the mean SSIM between the two networks' maps is >= "
             f"{settings.get('ssim_threshold', 0.99):g} (`exact`: 95th percentile of the max relative difference "
             f"<= {settings.get('tolerance', 1e-3):g}). "
-            f"Randomization ({metric} to the trained model's map, per sample): `pass` when the paired drop below the "
-            f"method's own repeatability control (`repeat`: a second map of the unchanged model; for `labels`, a "
-            f"model retrained with the same recipe on the true labels) has a 95% lower bound >= {drop:g} at every "
-            "checked stage (`cascading`: the top unit alone and the whole model; otherwise the last stage); "
-            "`input-dominated` when a map of the input alone is at least half as similar to the trained map as its "
-            "repeat and the fully randomized map stays that similar; `inconclusive` when fewer than 8 paired "
-            "samples or the method is not repeatable (repeat < 0.5); `fail` otherwise. `top` / `last`: mean at the "
-            "first / last stage; AUC: mean over stages. `invariance` / `randomization`: pass when every shift / "
+            f"Randomization ({metric} to the trained model's map, per sample; in `labels` to the map of a model "
+            "trained with the permuted-label model's recipe on the true labels): `pass` when the paired drop below "
+            "the method's own repeatability control (`repeat`: a second map of the same model, another noise seed) "
+            f"has a 95% lower bound >= {drop:g} at every checked stage (`cascading`: the top unit alone and the "
+            "whole model; otherwise the last stage); `input-dominated` when a map of the input alone is at least half "
+            "as similar to the reference map as its repeat and the fully randomized map stays that similar; "
+            "`inconclusive` when fewer than 8 paired samples, no control, or the method is not repeatable (repeat < "
+            "0.5); `fail` otherwise. `top` / `last`: mean at the first / last stage; AUC: mean over stages. "
+            "`invariance` / `randomization`: pass when every shift / "
             "mode run passed. N/A: not run.")
 
 
