@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bench.core.results import CONTROL_REPEAT, is_control
+
 if TYPE_CHECKING:  # the maps are tensors; this module does not import torch itself
     from torch import Tensor
 
@@ -126,9 +128,11 @@ def cascade_grid(
 
 def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
     """Mean similarity to the trained map per stage, per method, with a 95% band (normal approximation over
-    samples): one panel per metric, one row per condition (each condition has its own stage order). One model
-    per table."""
+    samples); the method's repeatability control (``control:repeat``) as a dotted line in its colour: one panel per
+    metric, one row per condition (each condition has its own stage order). One model per table."""
     plt = _plt()
+    controls = table[table.layer.map(is_control)]
+    table = table[~table.layer.map(is_control)]
     metrics = [m for m in table.metric.unique() if m != "max_rel_diff"]
     if not metrics:
         raise ValueError("similarity_curves: the table holds no similarity scores")
@@ -150,6 +154,10 @@ def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: st
                 ax.plot(xs, stats["mean"], ms=3, label=method, **style[method])
                 ax.fill_between(xs, stats["mean"] - half, stats["mean"] + half, alpha=0.15,
                                 color=style[method]["color"])
+                rep = controls[(controls.condition == cond) & (controls.metric == metric) &
+                               (controls.method == method) & (controls.layer == CONTROL_REPEAT)].score.mean()
+                if not np.isnan(rep):
+                    ax.axhline(rep, color=style[method]["color"], ls=":", lw=0.8)
             ax.set_xticks(xs)
             ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=6)
             ax.set_title(metric if len(conditions) == 1 else f"{metric} ({cond})", fontsize=9)
