@@ -11,18 +11,17 @@ from bench.cli.check import main
 from bench.reporting.check import baseline_metric, compare
 from bench.reporting.leaderboard import build_leaderboard
 from bench.reporting.render import read_leaderboard_csv
-from tests.test_leaderboard import full_table, make_sweep
 
 CELL = "rand/cascading/spearman_abs/last"
 
 
-@pytest.fixture(scope="module")
-def board() -> pd.DataFrame:
+@pytest.fixture
+def board(full_table) -> pd.DataFrame:
     return build_leaderboard(full_table())
 
 
 @pytest.fixture
-def sweep_and_baseline(tmp_path, capsys):
+def sweep_and_baseline(tmp_path, capsys, make_sweep):
     sweep = make_sweep(tmp_path, figure=False)
     baseline = tmp_path / "ci" / "baseline.csv"
     assert main([str(sweep), "--baseline", str(baseline), "--update"]) == 0
@@ -68,7 +67,7 @@ def test_compare_reports_each_kind_of_difference(board):
         compare(board, pd.concat([board, board.iloc[:1]]))
 
 
-def test_cli_identical_run_passes(sweep_and_baseline, capsys):
+def test_cli_identical_run_passes(sweep_and_baseline, capsys, full_table):
     sweep, baseline = sweep_and_baseline
     assert main([str(sweep), "--baseline", str(baseline)]) == 0
     assert capsys.readouterr().out.startswith("OK")
@@ -106,7 +105,7 @@ def test_cli_update_rewrites_baseline(sweep_and_baseline, capsys):
     assert main([str(sweep), "--baseline", str(baseline)]) == 0
 
 
-def test_cli_metric_follows_the_baseline(tmp_path, capsys):
+def test_cli_metric_follows_the_baseline(tmp_path, capsys, make_sweep):
     sweep = make_sweep(tmp_path, failed=False, figure=False)
     baseline = tmp_path / "ssim.csv"
     assert main([str(sweep), "--baseline", str(baseline), "--update", "--metric", "ssim"]) == 0
@@ -117,7 +116,7 @@ def test_cli_metric_follows_the_baseline(tmp_path, capsys):
     assert "columns only in the baseline" in capsys.readouterr().out
 
 
-def test_cli_missing_baseline_is_a_clear_error(tmp_path, capsys):
+def test_cli_missing_baseline_is_a_clear_error(tmp_path, capsys, make_sweep):
     sweep = make_sweep(tmp_path, failed=False, figure=False)
     assert main([str(sweep), "--baseline", str(tmp_path / "nope.csv")]) == 2
     err = capsys.readouterr().err

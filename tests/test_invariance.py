@@ -1,4 +1,5 @@
-"""Input invariance: the paper's table on the trained reference models (Kindermans et al., Figs. 2-6)."""
+"""Input invariance: the experiment's contract and the structural verdicts on small untrained models (fast), and
+the paper's table on the trained reference models (Kindermans et al., Figs. 2-6; slow)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def _expected(method: str, shift: str) -> bool:
 
 @pytest.fixture(scope="module", params=["trained_mlp", "trained_cnn"])
 def run(request, mnist):
+    """The paper's methods and shifts on a reference model (slow: trained on first use)."""
     model, _ = request.getfixturevalue(request.param)
     res = input_invariance(model, mnist, _methods(), _shifts(model, mnist),
                            run=RunSettings(n_samples=12, batch_size=12, fit_samples=1000),
@@ -58,6 +60,7 @@ def run(request, mnist):
     return request.param, res
 
 
+@pytest.mark.slow
 def test_premise_holds_in_float64(run):
     _, res = run
     assert set(res.premise) == {"mean_shift", "checkerboard", "adversarial_image"}
@@ -65,6 +68,7 @@ def test_premise_holds_in_float64(run):
     assert not res.errors, res.errors
 
 
+@pytest.mark.slow
 def test_reproduces_the_papers_table(run):
     name, res = run
     v = invariance_verdicts(res.table).set_index(["method", "condition"])
@@ -78,6 +82,7 @@ def test_reproduces_the_papers_table(run):
     assert failing.ssim.max() < 0.95, failing.ssim.max()
 
 
+@pytest.mark.slow
 def test_invariant_methods_are_exact(run):
     """Invariant maps are identical up to rounding, except PatternNet/-Attribution on a zero-padded conv net,
     whose patch statistics differ at the borders (see bench.invariance); max-pool ties are broken alike in
@@ -89,6 +94,7 @@ def test_invariant_methods_are_exact(run):
     assert (v.exact == v.invariant).all(), v[v.exact != v.invariant]
 
 
+@pytest.mark.slow
 def test_adversarial_picture_appears_in_gradient_x_input(run):
     name, res = run
     a1, a2 = res.maps["adversarial_image"]["gradient_x_input"]
@@ -103,6 +109,7 @@ def test_adversarial_picture_appears_in_gradient_x_input(run):
     assert rho_twin > (0.6 if name == "trained_mlp" else 0.3)
 
 
+@pytest.mark.slow
 def test_table_follows_the_contract(run):
     name, res = run
     from bench.core.results import COLUMNS
@@ -115,10 +122,10 @@ def test_table_follows_the_contract(run):
     assert verdicts(t).shape[0] == len(_methods()) * 3
 
 
-def test_failing_premise_is_an_error_with_numbers(trained_mlp, mnist, monkeypatch):
+def test_failing_premise_is_an_error_with_numbers(untrained_mlp, mnist, monkeypatch):
     import bench.experiments.invariance as inv
 
-    model, _ = trained_mlp
+    model = untrained_mlp
     real = inv.shifted_twin
     monkeypatch.setattr(inv, "shifted_twin", lambda f, m, example=None: real(f, 0.5 * m, example=example))
     with pytest.raises(TwinPremiseError, match=r"max \|f1\(x\) - f2\(x \+ m\)\|"):
@@ -126,10 +133,68 @@ def test_failing_premise_is_an_error_with_numbers(trained_mlp, mnist, monkeypatc
                          run=RunSettings(n_samples=4))
 
 
-def test_a_failing_method_is_recorded_and_the_others_go_on(trained_mlp, mnist):
-    model, _ = trained_mlp
+def test_a_failing_method_is_recorded_and_the_others_go_on(untrained_mlp, mnist):
+    model = untrained_mlp
     res = input_invariance(model, mnist, {"gradient": {"name": "gradient"}, "broken": {"name": "grad_cam"}},
                            {"mean_shift": torch.full((1, 28, 28), -1.0)}, run=RunSettings(n_samples=4),
                            scoring=ScoreSettings(names=["ssim"]))
     assert ("broken", "mean_shift") in res.errors and "Conv" in res.errors[("broken", "mean_shift")]
     assert set(res.table.method) == {"gradient"}
+
+
+# --------------------------------------------------------------------------- fast: small untrained models
+
+
+@pytest.fixture(scope="module")
+def untrained_mlp(mnist):
+    """``paper_mlp`` as the reference (784 - 1024 x 3 - 10), random init: the premise and error paths need no
+    training."""
+    from bench.core.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("paper_mlp", mnist.input_shape, mnist.num_classes).eval()
+
+
+FAST_METHODS = {"gradient": {"name": "gradient"}, "gradient_x_input": {"name": "gradient_x_input"},
+                "integrated_gradients_black": {"name": "integrated_gradients",
+                                               "params": {"baseline": "black", "steps": 8}}}
+FAST_SAMPLES = 6
+
+
+@pytest.fixture(scope="module", params=["paper_mlp", "small_cnn"])
+def untrained_run(request, mnist):
+    """Three methods under the mean shift and the checkerboard on a narrow random-init model."""
+    from bench.core.models import create_model
+
+    torch.manual_seed(0)
+    kw = {"hidden": 32} if request.param == "paper_mlp" else {"channels": (4, 8), "hidden": 16}
+    model = create_model(request.param, mnist.input_shape, mnist.num_classes, **kw).eval()
+    shifts = {k: v for k, v in _shifts(model, mnist).items() if k != "adversarial_image"}
+    res = input_invariance(model, mnist, FAST_METHODS, shifts,
+                           run=RunSettings(n_samples=FAST_SAMPLES, batch_size=FAST_SAMPLES),
+                           scoring=ScoreSettings(names=["ssim", "spearman"]), model_name=request.param)
+    return request.param, res
+
+
+def test_untrained_model_table_follows_the_contract(untrained_run):
+    from bench.core.results import COLUMNS
+
+    name, res = untrained_run
+    assert set(res.premise) == {"mean_shift", "checkerboard"} and max(res.premise.values()) < 1e-10
+    assert not res.errors, res.errors
+    t = res.table
+    assert list(t.columns) == COLUMNS
+    assert set(t.experiment) == {"input_invariance"} and set(t.layer) == {"-"} and set(t.model) == {name}
+    assert set(t.metric) == {"ssim", "spearman", "max_rel_diff"}
+    assert len(t) == len(FAST_METHODS) * 2 * 3 * FAST_SAMPLES
+    assert verdicts(t).shape[0] == len(FAST_METHODS) * 2
+
+
+def test_untrained_model_structural_verdicts(untrained_run):
+    """The verdicts that follow from the construction hold for any weights: the gradient is exactly invariant,
+    IG with the black baseline only under the mean shift (its baseline moves with the domain), x * gradient never."""
+    name, res = untrained_run
+    v = invariance_verdicts(res.table).set_index(["method", "condition"])
+    for (method, shift), row in v.iterrows():
+        assert bool(row.invariant) == _expected(method, shift), f"{name}: {method} under {shift}: ssim {row.ssim:.4f}"
+    assert v.loc[("gradient", "mean_shift"), "exact"] and v.loc[("gradient", "checkerboard"), "exact"]

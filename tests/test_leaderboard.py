@@ -4,98 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from functools import cache
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from bench.cli import leaderboard as lb_cli
-from bench.core.results import concat, score_rows, write_table
+from bench.core.results import concat
 from bench.reporting import leaderboard as lbm
 from bench.reporting import render
-
-INV, RAND = "input_invariance", "model_randomization"
-
-
-def inv_rows(model: str, method: str, shift: str, ssim: list[float], rel: list[float], dataset: str = "mnist"):
-    return score_rows({"ssim": torch.tensor(ssim), "max_rel_diff": torch.tensor(rel)}, experiment=INV, model=model,
-                      dataset=dataset, method=method, condition=shift)
-
-
-def rand_rows(model: str, method: str, mode: str, stages: dict[str, list[float]], metric: str = "spearman_abs",
-              dataset: str = "mnist"):
-    return concat(score_rows({metric: torch.tensor(v), "ssim": torch.tensor(v) / 2}, experiment=RAND, model=model,
-                             dataset=dataset, method=method, condition=mode, layer=layer)
-                  for layer, v in stages.items())
-
-
-def invariance_table() -> pd.DataFrame:
-    return _invariance_table().copy()
-
-
-def randomization_table() -> pd.DataFrame:
-    return _randomization_table().copy()
-
-
-@cache
-def _invariance_table() -> pd.DataFrame:
-    return concat([
-        inv_rows("mlp", "gradient", "mean_shift", [1.0, 1.0], [0.0, 0.0]),          # exact
-        inv_rows("mlp", "gradient", "checkerboard", [1.0, 1.0], [1e-6, 2e-6]),      # exact
-        inv_rows("mlp", "gxi", "mean_shift", [0.5, 0.7], [0.5, 0.6]),               # fail (0.6)
-        inv_rows("mlp", "gxi", "checkerboard", [0.9, 0.8], [0.3, 0.4]),             # fail (0.85)
-        inv_rows("mlp", "ig_black", "mean_shift", [0.995, 0.999], [0.01, 0.02]),    # pass, not exact (0.997)
-        inv_rows("mlp", "ig_black", "checkerboard", [0.3, 0.5], [0.9, 0.8]),        # fail (0.4)
-        inv_rows("cnn", "gradient", "mean_shift", [0.98, 1.0], [0.1, 0.2]),         # pass (0.99)
-    ])
-
-
-@cache
-def _randomization_table() -> pd.DataFrame:
-    return concat([
-        # last 0.15, auc (0.7 + 0.4 + 0.15) / 3
-        rand_rows("mlp", "gradient", "cascading", {"fc3": [0.8, 0.6], "fc2": [0.3, 0.5], "fc1": [0.1, 0.2]}),
-        rand_rows("mlp", "gradient", "independent", {"fc1": [0.2, 0.4], "fc3": [0.6, 0.8]}),  # last 0.7: fail
-        rand_rows("mlp", "gxi", "cascading", {"fc3": [0.99, 0.97], "fc2": [0.96, 0.96], "fc1": [0.9, 0.94]}),
-        rand_rows("mlp", "gbp", "cascading", {"fc3": [0.9, 0.9], "fc2": [0.8, 0.8], "fc1": [0.3, 0.3]}),
-        rand_rows("cnn", "gradient", "cascading", {"conv2": [0.2, 0.4], "conv1": [0.1, float("nan")]}),
-    ])
-
-
-def full_table() -> pd.DataFrame:
-    return concat([invariance_table(), randomization_table()])
-
-
-def png_bytes() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 3), (200, 30, 30)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def make_sweep(root: Path, *, failed: bool = True, figure: bool = True) -> Path:
-    """A sweep folder: one job per experiment (job.json ok), optionally a failed job and a PNG figure."""
-    sweep = root / "sweep"
-    for i, table in enumerate([invariance_table(), randomization_table()]):
-        job = sweep / str(i)
-        write_table(table, job)
-        (job / "job.json").write_text(json.dumps({"status": "ok"}))
-        (job / ".hydra").mkdir()
-        (job / ".hydra" / "config.yaml").write_text("run:\n  seed: 0\n")
-    if failed:
-        job = sweep / "2"
-        (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "overrides.yaml").write_text("- method=broken\n- model=mlp\n")
-        (job / "job.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: boom in broken"}))
-    if figure:
-        (sweep / "1" / "figures").mkdir()
-        (sweep / "1" / "figures" / "cascade.png").write_bytes(png_bytes())
-    return sweep
 
 
 def row(board: pd.DataFrame, model: str, method: str) -> pd.Series:
@@ -104,7 +20,7 @@ def row(board: pd.DataFrame, model: str, method: str) -> pd.Series:
     return sel.iloc[0]
 
 
-def test_values_verdicts_and_pass_fail():
+def test_values_verdicts_and_pass_fail(full_table):
     board = lbm.build_leaderboard(full_table())
     g = row(board, "mlp", "gradient")
     assert g["inv/mean_shift/ssim"] == pytest.approx(1.0)
@@ -134,7 +50,7 @@ def test_values_verdicts_and_pass_fail():
     assert board.attrs["settings"]["randomization_metric"] == "spearman_abs"
 
 
-def test_not_run_is_na():
+def test_not_run_is_na(full_table, invariance_table, randomization_table):
     board = lbm.build_leaderboard(full_table())
     ig = row(board, "mlp", "ig_black")  # no randomization run
     assert math.isnan(ig["rand/cascading/spearman_abs/last"])
@@ -152,7 +68,7 @@ def test_not_run_is_na():
     assert set(only_rand["invariance"]) == {"N/A"}
 
 
-def test_thresholds_and_metric():
+def test_thresholds_and_metric(full_table):
     board = lbm.build_leaderboard(full_table(), pass_threshold=0.1)
     assert row(board, "mlp", "gradient")["rand/cascading/verdict"] == "fail"  # 0.15 >= 0.1
     board = lbm.build_leaderboard(full_table(), auc_threshold=0.4)
@@ -167,7 +83,7 @@ def test_thresholds_and_metric():
         lbm.build_leaderboard(full_table(), randomization_metric="hog")
 
 
-def test_sorting_and_grouping():
+def test_sorting_and_grouping(full_table):
     board = lbm.build_leaderboard(full_table())
     assert list(zip(board.model, board.method, strict=True)) == [
         ("cnn", "gradient"), ("mlp", "gradient"), ("mlp", "gbp"), ("mlp", "ig_black"), ("mlp", "gxi")]
@@ -182,7 +98,7 @@ def test_sorting_and_grouping():
         lbm.sort_leaderboard(board, "nope")
 
 
-def test_datasets_are_not_pooled():
+def test_datasets_are_not_pooled(inv_rows):
     t = concat([inv_rows("mlp", "gradient", "mean_shift", [1.0], [0.0]),
                 inv_rows("mlp", "gradient", "mean_shift", [0.2], [0.9], dataset="cifar10")])
     board = lbm.build_leaderboard(t)
@@ -190,7 +106,7 @@ def test_datasets_are_not_pooled():
     assert row(board, "mlp@cifar10", "gradient")["inv/mean_shift/verdict"] == "fail"
 
 
-def test_cli_writes_three_formats(tmp_path, capsys):
+def test_cli_writes_three_formats(tmp_path, capsys, full_table, make_sweep):
     sweep = make_sweep(tmp_path)
     out = tmp_path / "out"
     # the job folder is also inside the sweep: its rows must not count twice
@@ -212,7 +128,7 @@ def test_cli_writes_three_formats(tmp_path, capsys):
     assert "boom in broken" in page and "<td class='exact'>exact</td>" in page
 
 
-def test_cli_formats_default_out_and_errors(tmp_path, capsys):
+def test_cli_formats_default_out_and_errors(tmp_path, capsys, make_sweep):
     sweep = make_sweep(tmp_path, failed=False, figure=False)
     assert lb_cli.main([str(sweep), "--format", "csv", "--sort", "method", "--metric", "ssim"]) == 0
     assert [p.name for p in sweep.glob("leaderboard.*")] == ["leaderboard.csv"]
@@ -231,7 +147,7 @@ def test_cli_formats_default_out_and_errors(tmp_path, capsys):
         lb_cli.main([str(sweep), "--format", "pdf"])
 
 
-def test_html_without_figures_or_rows():
+def test_html_without_figures_or_rows(invariance_table):
     page = render.to_html(lbm.build_leaderboard(invariance_table()))
     assert "<img" not in page and "<h2>mlp</h2>" in page
     assert "No results" in render.to_markdown(lbm.build_leaderboard(invariance_table().iloc[:0]))

@@ -10,9 +10,6 @@ from torch import Tensor, nn
 
 import methods
 from methods.cam import GradCAM
-from tests._method_fixtures import FunctionalReLUNet, cnn, images, mlp, one_thread, rel
-
-_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 def _gap_net(seed: int = 0) -> nn.Sequential:
@@ -23,7 +20,7 @@ def _gap_net(seed: int = 0) -> nn.Sequential:
     )
 
 
-def test_grad_cam_closed_forms() -> None:
+def test_grad_cam_closed_forms(images) -> None:
     model = _gap_net()
     x = images(3, (2, 6, 6))
     target = torch.tensor([0, 2, 3])
@@ -43,7 +40,7 @@ def test_grad_cam_closed_forms() -> None:
     assert explainer.layer == "0"
 
 
-def test_grad_cam_upsamples_and_broadcasts() -> None:
+def test_grad_cam_upsamples_and_broadcasts(cnn, images) -> None:
     model = cnn()  # last conv at 4 x 4 for 8 x 8 inputs
     x = images(2, (1, 8, 8))
     out = methods.create("grad_cam", model)(x)
@@ -55,7 +52,7 @@ def test_grad_cam_upsamples_and_broadcasts() -> None:
     torch.testing.assert_close(out[:, 0], out[:, 2])
 
 
-def test_default_layer_is_the_last_conv_executed() -> None:
+def test_default_layer_is_the_last_conv_executed(images) -> None:
     class Reordered(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -71,7 +68,7 @@ def test_default_layer_is_the_last_conv_executed() -> None:
     assert explainer.layer == "late"
 
 
-def test_in_place_relu_after_the_layer_does_not_alter_the_map() -> None:
+def test_in_place_relu_after_the_layer_does_not_alter_the_map(cnn, images) -> None:
     model = cnn()
     inplace = copy.deepcopy(model)
     for m in inplace.modules():
@@ -81,7 +78,7 @@ def test_in_place_relu_after_the_layer_does_not_alter_the_map() -> None:
     torch.testing.assert_close(methods.create("grad_cam", inplace)(x), methods.create("grad_cam", model)(x))
 
 
-def test_grad_cam_refusals() -> None:
+def test_grad_cam_refusals(mlp, cnn, images) -> None:
     with pytest.raises(ValueError, match="grad_cam needs a conv layer .* model Sequential runs no nn.Conv2d"):
         methods.create("grad_cam", mlp())
     with pytest.raises(ValueError, match="needs a conv layer"):
@@ -92,7 +89,7 @@ def test_grad_cam_refusals() -> None:
         methods.create("grad_cam", cnn(), layer="7")(images(2, (1, 8, 8)))
 
 
-def test_guided_grad_cam_is_guided_backprop_times_grad_cam() -> None:
+def test_guided_grad_cam_is_guided_backprop_times_grad_cam(cnn, images, rel) -> None:
     model = cnn()
     x = images(3, (1, 8, 8))
     target = torch.tensor([1, 2, 3])
@@ -102,8 +99,8 @@ def test_guided_grad_cam_is_guided_backprop_times_grad_cam() -> None:
     assert rel(out, methods.create("grad_cam", model)(x, target)) > 0.1
 
 
-def test_guided_grad_cam_refuses_functional_relus() -> None:
-    class Functional(FunctionalReLUNet):
+def test_guided_grad_cam_refuses_functional_relus(functional_relu_net, images) -> None:
+    class Functional(functional_relu_net):
         def __init__(self) -> None:
             super().__init__()
             self.conv = nn.Conv2d(1, 1, 3, padding=1)

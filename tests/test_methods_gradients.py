@@ -8,9 +8,6 @@ import torch
 
 import methods
 from methods.gradients import IntegratedGradients, SmoothGrad, quadrature
-from tests._method_fixtures import MODELS, images, linear, mlp, one_thread, rel, twin
-
-_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 SHAPE = (1, 4, 4)
 
@@ -38,7 +35,7 @@ def _weights(model: torch.nn.Sequential, target: torch.Tensor) -> torch.Tensor:
         ("lrp_z", {}, lambda w, x, x0: w * x),
     ],
 )
-def test_closed_forms_on_affine_model(name: str, params: dict, expected) -> None:
+def test_closed_forms_on_affine_model(name: str, params: dict, expected, images, linear) -> None:
     model = linear(shape=SHAPE)
     x = images(4, SHAPE)
     target = torch.tensor([0, 1, 2, 0])
@@ -47,7 +44,7 @@ def test_closed_forms_on_affine_model(name: str, params: dict, expected) -> None
     torch.testing.assert_close(out, expected(w, x, None).expand_as(x), rtol=1e-5, atol=1e-6)
 
 
-def test_ig_uniform_baseline_is_seeded_and_in_domain() -> None:
+def test_ig_uniform_baseline_is_seeded_and_in_domain(images, linear) -> None:
     model = linear(shape=SHAPE)
     x = images(4, SHAPE)
     ig = methods.create("integrated_gradients", model, baseline="uniform", low=-2.0, high=3.0, seed=5)
@@ -61,7 +58,7 @@ def test_ig_uniform_baseline_is_seeded_and_in_domain() -> None:
     assert float(ig.last_completeness_error.max()) < 1e-5
 
 
-def test_ig_tensor_baseline() -> None:
+def test_ig_tensor_baseline(images, linear) -> None:
     model = linear(shape=SHAPE)
     x = images(2, SHAPE)
     x0 = images(1, SHAPE, seed=9)[0]
@@ -74,8 +71,8 @@ def test_ig_tensor_baseline() -> None:
 
 @pytest.mark.parametrize("model_name", ["mlp", "cnn"])
 @pytest.mark.parametrize("baseline", ["zero", "black", "uniform"])
-def test_ig_reports_its_completeness_error(model_name: str, baseline: str) -> None:
-    builder, shape = MODELS[model_name]
+def test_ig_reports_its_completeness_error(model_name: str, baseline: str, images, model_zoo) -> None:
+    builder, shape = model_zoo[model_name]
     model = builder()
     x = images(8, shape)
     ig = methods.create("integrated_gradients", model, baseline=baseline, low=-0.5, high=1.0)
@@ -105,9 +102,11 @@ def briefly_trained(mnist):
     return models, mnist.x_test[:64]
 
 
+@pytest.mark.slow  # trains two models for an epoch on the bundled digits
 @pytest.mark.parametrize("model_name", ["paper_mlp", "small_cnn"])
 def test_ig_completeness_below_one_percent_at_default_steps(briefly_trained, model_name: str) -> None:
-    """Issue property 4, on MNIST models after one epoch, for the predicted class (zero = black baseline)."""
+    """Completeness within 1% at the default 50 steps, on MNIST models after one epoch, for the predicted class
+    (zero = black baseline)."""
     models, x = briefly_trained
     ig = methods.create("integrated_gradients", models[model_name])
     assert ig.steps == 50
@@ -115,7 +114,7 @@ def test_ig_completeness_below_one_percent_at_default_steps(briefly_trained, mod
     assert float(ig.last_completeness_error.max()) < 0.01, ig.last_completeness_error
 
 
-def test_ig_chunking_does_not_change_the_map() -> None:
+def test_ig_chunking_does_not_change_the_map(images, mlp) -> None:
     model = mlp()
     x = images(5, (1, 6, 6))
     full = methods.create("integrated_gradients", model, steps=20, chunk=1000)(x)
@@ -132,7 +131,7 @@ def test_quadrature_rules(method: str) -> None:
     assert abs((weights * alphas**2).sum() - 1 / 3) < tol
 
 
-def test_ig_argument_errors() -> None:
+def test_ig_argument_errors(mlp) -> None:
     with pytest.raises(ValueError, match="unknown baseline"):
         IntegratedGradients(mlp(), baseline="white")
     with pytest.raises(ValueError, match="steps must be"):
@@ -155,7 +154,7 @@ def test_ig_argument_errors() -> None:
         ("dtd_zbox", {}),
     ],
 )
-def test_smoothgrad_without_noise_is_its_base(base: str, params: dict) -> None:
+def test_smoothgrad_without_noise_is_its_base(base: str, params: dict, images, mlp) -> None:
     model = mlp()
     x = images(3, (1, 6, 6))
     domain = {"low": -0.5, "high": 1.5}
@@ -164,7 +163,7 @@ def test_smoothgrad_without_noise_is_its_base(base: str, params: dict) -> None:
     torch.testing.assert_close(sg(x, 4), reference, rtol=0, atol=0)
 
 
-def test_smoothgrad_inherits_base_parameters() -> None:
+def test_smoothgrad_inherits_base_parameters(mlp) -> None:
     model = mlp()
     sg = methods.create(
         "smoothgrad", model, base="integrated_gradients", steps=7, baseline="black", low=-1.0, high=2.0
@@ -178,14 +177,14 @@ def test_smoothgrad_inherits_base_parameters() -> None:
         SmoothGrad(model, base=methods.create("gradient", model), epsilon=0.5)
 
 
-def test_smoothgrad_of_an_explainer_object() -> None:
+def test_smoothgrad_of_an_explainer_object(images, mlp) -> None:
     model = mlp()
     x = images(2, (1, 6, 6))
     base = methods.create("gradient_x_input", model)
     torch.testing.assert_close(SmoothGrad(model, base=base, n=1, noise_level=0.0)(x, 1), base(x, 1))
 
 
-def test_smoothgrad_is_reproducible_under_a_seed_on_any_chunk() -> None:
+def test_smoothgrad_is_reproducible_under_a_seed_on_any_chunk(images, mlp, rel) -> None:
     model = mlp()
     x = images(3, (1, 6, 6))
     a = methods.create("smoothgrad", model, n=6, seed=3)(x)
@@ -195,7 +194,7 @@ def test_smoothgrad_is_reproducible_under_a_seed_on_any_chunk() -> None:
     assert rel(a, c) > 1e-3
 
 
-def test_smoothgrad_noise_scale() -> None:
+def test_smoothgrad_noise_scale(images, mlp) -> None:
     x = images(2, (1, 6, 6)) * torch.tensor([1.0, 0.5]).view(2, 1, 1, 1)
     data = SmoothGrad(mlp(), noise_level=0.2)
     spread = x.flatten(1).amax(1) - x.flatten(1).amin(1)
@@ -206,7 +205,7 @@ def test_smoothgrad_noise_scale() -> None:
         SmoothGrad(mlp(), noise_scale="image")
 
 
-def test_smoothgrad_averages_the_noisy_maps() -> None:
+def test_smoothgrad_averages_the_noisy_maps(images, mlp) -> None:
     model = mlp()
     x = images(2, (1, 6, 6))
     sg = SmoothGrad(model, base="gradient_x_input", n=3, noise_level=0.1, seed=1)
@@ -218,7 +217,7 @@ def test_smoothgrad_averages_the_noisy_maps() -> None:
     torch.testing.assert_close(sg(x, 2), expected, rtol=1e-5, atol=1e-7)
 
 
-def test_smoothgrad_forwards_fit_to_pattern_attribution() -> None:
+def test_smoothgrad_forwards_fit_to_pattern_attribution(images, mlp) -> None:
     model = mlp()
     x = images(3, (1, 6, 6))
     loader = [images(64, (1, 6, 6), seed=2)]
@@ -247,7 +246,8 @@ def test_smoothgrad_forwards_fit_to_pattern_attribution() -> None:
         ("smoothgrad", {"n": 4, "noise_scale": "domain"}, True),
     ],
 )
-def test_constant_shift_with_bias_compensated_twin(name: str, params: dict, invariant: bool) -> None:
+def test_constant_shift_with_bias_compensated_twin(name: str, params: dict, invariant: bool, images, mlp, rel,
+                                                   twin) -> None:
     """``f2(x + m) == f1(x)``: a method that follows the model gives the same map (the domain moves too)."""
     m = -1.0
     f1 = mlp()

@@ -10,41 +10,18 @@ from zennit.canonizers import Canonizer
 
 import methods
 from methods.canonizers import UnsupportedModelError, canonizers_for
-from tests._method_fixtures import (
-    FunctionalReLUNet,
-    assert_unchanged,
-    cnn,
-    images,
-    mlp,
-    one_thread,
-    randomize_batchnorm,
-    rel,
-    snapshot,
-    timm_resnet,
-    timm_vgg,
-    twin,
-    zero_biases,
-)
-
-_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 LRP = ["lrp_z", "lrp_epsilon", "lrp_alpha_beta", "lrp_zplus", "dtd_zbox", "lrp_composite"]
-MODELS = {
-    "mlp": (mlp, (1, 6, 6)),
-    "cnn": (cnn, (1, 8, 8)),
-    "timm_resnet18": (lambda: timm_resnet("resnet18"), (3, 32, 32)),
-    "timm_resnet50": (lambda: timm_resnet("resnet50"), (3, 32, 32)),
-    "timm_vgg11_bn": (timm_vgg, (3, 32, 32)),
-}
+MODELS = ["mlp", "cnn", "timm_resnet18", "timm_resnet50", "timm_vgg11_bn"]  # conftest.py: model_zoo
 
 
 # ------------------------------------------------------------------ LRP-0 == Gradient x Input
 
 
-@pytest.mark.parametrize("model_name", list(MODELS))
-def test_lrp_z_equals_gradient_x_input(model_name: str) -> None:
+@pytest.mark.parametrize("model_name", MODELS)
+def test_lrp_z_equals_gradient_x_input(model_name: str, assert_unchanged, images, model_zoo, rel, snapshot) -> None:
     """With biases, BatchNorm (merged), max-pooling and residual adds (canonized): LRP-0 == x * grad."""
-    builder, shape = MODELS[model_name]
+    builder, shape = model_zoo[model_name]
     model = builder()
     x = images(3, shape)
     gxi = methods.create("gradient_x_input", model)(x)
@@ -54,7 +31,7 @@ def test_lrp_z_equals_gradient_x_input(model_name: str) -> None:
     assert rel(lrp, gxi) < 1e-5, rel(lrp, gxi)
 
 
-def test_lrp_z_float64_and_zero_denominators() -> None:
+def test_lrp_z_float64_and_zero_denominators(images, mlp, rel, zero_biases) -> None:
     model = mlp(dtype=torch.float64)
     x = images(3, (1, 6, 6), dtype=torch.float64)
     gxi = methods.create("gradient_x_input", model)(x)
@@ -97,8 +74,8 @@ def _by_hand(model: nn.Sequential, x: Tensor, target: Tensor, relu: type[torch.a
 
 @pytest.mark.parametrize("model_name", ["mlp", "cnn"])
 @pytest.mark.parametrize("name, relu", [("guided_backprop", _GuidedReLU), ("deconvnet", _DeconvReLU)])
-def test_modified_relu_backward_matches_hand_written(model_name: str, name: str, relu) -> None:
-    builder, shape = MODELS[model_name]
+def test_modified_relu_backward_matches_hand_written(model_name: str, name: str, relu, images, model_zoo, rel) -> None:
+    builder, shape = model_zoo[model_name]
     model = builder()
     x = images(4, shape)
     target = torch.tensor([0, 3, 5, 9])
@@ -110,8 +87,9 @@ def test_modified_relu_backward_matches_hand_written(model_name: str, name: str,
 
 @pytest.mark.parametrize("how", ["F.relu", "torch.relu", "Tensor.relu"])
 @pytest.mark.parametrize("name", ["guided_backprop", "deconvnet"])
-def test_functional_relus_are_refused(name: str, how: str) -> None:
-    model = FunctionalReLUNet(how)
+def test_functional_relus_are_refused(name: str, how: str, assert_unchanged, functional_relu_net, images,
+                                      snapshot) -> None:
+    model = functional_relu_net(how)
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"FunctionalReLUNet applies relu outside an nn\.ReLU module"):
         methods.create(name, model)(images(2, (1, 6, 6)))
@@ -121,7 +99,7 @@ def test_functional_relus_are_refused(name: str, how: str) -> None:
 # ------------------------------------------------------------------ conservation through residual blocks
 
 
-def _residual_net(seed: int = 0) -> nn.Sequential:
+def _residual_net(randomize_batchnorm, seed: int = 0) -> nn.Sequential:
     """Bias-free: conv, ReLU, one timm BasicBlock (BatchNorm without offsets), average pool, linear."""
     from timm.models.resnet import BasicBlock
 
@@ -137,8 +115,8 @@ def _residual_net(seed: int = 0) -> nn.Sequential:
     return randomize_batchnorm(net, seed, centered=True).eval()
 
 
-def test_relevance_is_conserved_through_a_residual_block() -> None:
-    model = _residual_net()
+def test_relevance_is_conserved_through_a_residual_block(images, randomize_batchnorm) -> None:
+    model = _residual_net(randomize_batchnorm)
     x = images(4, (1, 8, 8))
     with torch.no_grad():
         logit = model(x)[:, 2]
@@ -150,7 +128,8 @@ def test_relevance_is_conserved_through_a_residual_block() -> None:
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
-def test_relevance_is_conserved_through_a_timm_resnet(name: str) -> None:
+def test_relevance_is_conserved_through_a_timm_resnet(name: str, assert_unchanged, images, snapshot, timm_resnet,
+                                                      zero_biases) -> None:
     model = zero_biases(timm_resnet(name, centered=True))
     x = images(2, (3, 32, 32))
     with torch.no_grad():
@@ -162,7 +141,7 @@ def test_relevance_is_conserved_through_a_timm_resnet(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["lrp_zplus", "dtd_zbox", "lrp_alpha_beta"])
-def test_other_rules_conserve_on_a_bias_free_net(name: str) -> None:
+def test_other_rules_conserve_on_a_bias_free_net(name: str, images, mlp, zero_biases) -> None:
     model = zero_biases(mlp())
     x = images(4, (1, 6, 6))
     with torch.no_grad():
@@ -175,9 +154,9 @@ def test_other_rules_conserve_on_a_bias_free_net(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", LRP)
-def test_lrp_refuses_unknown_architectures(name: str) -> None:
+def test_lrp_refuses_unknown_architectures(name: str, functional_relu_net) -> None:
     with pytest.raises(UnsupportedModelError, match="needs a canonizer for model FunctionalReLUNet"):
-        methods.create(name, FunctionalReLUNet())
+        methods.create(name, functional_relu_net())
 
 
 def test_lrp_refuses_unmergeable_batchnorm_and_attention_blocks() -> None:
@@ -191,8 +170,8 @@ def test_lrp_refuses_unmergeable_batchnorm_and_attention_blocks() -> None:
         methods.create("lrp_epsilon", se)
 
 
-def test_explicit_canonizers_override_the_lookup() -> None:
-    model = FunctionalReLUNet()
+def test_explicit_canonizers_override_the_lookup(functional_relu_net, images, rel) -> None:
+    model = functional_relu_net()
     x = images(2, (1, 6, 6))
     out = methods.create("lrp_z", model, canonizers=[])(x)  # the caller vouches for the model
     assert rel(out, methods.create("gradient_x_input", model)(x)) < 1e-5
@@ -227,14 +206,14 @@ class _Doubling(Canonizer):
         del self.module.forward
 
 
-def test_a_canonizer_that_changes_the_function_is_caught() -> None:
+def test_a_canonizer_that_changes_the_function_is_caught(images, mlp) -> None:
     model = mlp()
     with pytest.raises(RuntimeError, match="canonizers changed the function of model Sequential"):
         methods.create("lrp_z", model, canonizers=[_Doubling()])(images(2, (1, 6, 6)))
     assert "forward" not in vars(model[-1])
 
 
-def test_alpha_beta_arguments() -> None:
+def test_alpha_beta_arguments(mlp) -> None:
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         methods.create("lrp_alpha_beta", mlp(), alpha=2.0, beta=0.0)
 
@@ -242,7 +221,7 @@ def test_alpha_beta_arguments() -> None:
 # ------------------------------------------------------------------ domain bounds and composites
 
 
-def test_dtd_zbox_bounds_move_with_a_shifted_encoding() -> None:
+def test_dtd_zbox_bounds_move_with_a_shifted_encoding(images, mlp, rel, twin) -> None:
     """zB with bounds that shift with the data is invariant to a bias-compensated shift; LRP-0 is not."""
     f1 = mlp()
     m = -1.0
@@ -259,7 +238,8 @@ def test_dtd_zbox_bounds_move_with_a_shifted_encoding() -> None:
     "composite",
     ["epsilon_plus_flat", "EpsilonPlusFlat", "epsilon_gamma_box", "epsilon_alpha2_beta1", "epsilon_plus"],
 )
-def test_named_composites_on_timm_models(composite: str) -> None:
+def test_named_composites_on_timm_models(composite: str, assert_unchanged, images, snapshot, timm_resnet,
+                                         timm_vgg) -> None:
     for builder in (lambda: timm_resnet("resnet18"), timm_vgg):
         model = builder()
         before = snapshot(model)
@@ -269,15 +249,15 @@ def test_named_composites_on_timm_models(composite: str) -> None:
         assert_unchanged(before, model)
 
 
-def test_composite_errors() -> None:
+def test_composite_errors(mlp) -> None:
     with pytest.raises(ValueError, match="unknown LRP composite 'guided_backprop'"):
         methods.create("lrp_composite", mlp(), composite="guided_backprop")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("model_name", ["cnn", "timm_resnet18", "timm_vgg11_bn"])
-def test_lrp_z_equals_gradient_x_input_on_cuda(model_name: str) -> None:
-    builder, shape = MODELS[model_name]
+def test_lrp_z_equals_gradient_x_input_on_cuda(model_name: str, images, model_zoo, rel) -> None:
+    builder, shape = model_zoo[model_name]
     model = builder().cuda()
     x = images(3, shape).cuda()
     gxi = methods.create("gradient_x_input", model)(x)

@@ -22,6 +22,7 @@ TOL = 1e-6
 
 CASES = [
     dict(size=(48, 48)),  # the paper's defaults at the smallest allowed size
+    dict(size=(64, 64)),  # the paper's defaults, 2 x 2 blocks
     dict(size=(50, 67)),  # odd sizes: pixels beyond the last full cell are ignored
     dict(size=(28, 28), pixels_per_cell=(4, 4)),
     dict(size=(23, 19), pixels_per_cell=(5, 3), cells_per_block=(2, 1), block_norm="L1"),
@@ -75,6 +76,8 @@ def test_batch_of_one_and_chunking(monkeypatch, histogram_path):
 def test_too_small_names_size_and_minimum():
     with pytest.raises(ValueError, match=r"47 x 60 pixels is smaller than one block .* = 48 x 48"):
         metrics.hog_features(torch.rand(2, 47, 60))
+    with pytest.raises(ValueError, match=r"28 x 28 pixels is smaller than one block .* = 48 x 48"):  # MNIST
+        metrics.hog_features(torch.rand(1, 28, 28))
     with pytest.raises(ValueError, match=r"10 x 10 pixels .* = 12 x 8"):
         metrics.hog_features(torch.rand(1, 10, 10), pixels_per_cell=(4, 4), cells_per_block=(3, 2))
 
@@ -92,7 +95,7 @@ def test_bad_arguments():
         metrics.hog_similarity(torch.rand(2, 48, 48), x)
 
 
-@pytest.mark.parametrize("channels", [None, 3])
+@pytest.mark.parametrize("channels", [None, 1, 3])
 def test_similarity_is_spearman_of_features(channels):
     shape = (4, 28, 28) if channels is None else (4, channels, 28, 28)
     a = _maps("sparse", shape, seed=2)
@@ -122,6 +125,11 @@ def test_cuda_matches_reference(dtype):
     ours = metrics.hog_features(x.to("cuda", dtype))
     assert ours.device.type == "cuda"
     np.testing.assert_allclose(ours.double().cpu().numpy(), ref, rtol=0, atol=TOL)
+    y = x + 0.3 * _maps("normal", (4, 64, 80), seed=5)
+    cpu = metrics.hog_similarity(x.to(dtype), y.to(dtype), pixels_per_cell=(4, 4))
+    gpu = metrics.hog_similarity(x.to("cuda", dtype), y.to("cuda", dtype), pixels_per_cell=(4, 4))
+    assert gpu.device.type == "cuda" and gpu.dtype == dtype
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-10 if dtype == torch.float64 else 1e-5)
 
 
 def test_float32_maps_fall_in_the_same_bins():

@@ -34,11 +34,13 @@ def _maps(kind: str, shape, seed=0) -> torch.Tensor:
         x = x * (rng.random(shape) < 0.004)
     elif kind == "constant":
         x = np.full(shape, 0.7)
+    elif kind == "zero":  # an all-zero map (e.g. a dead ReLU net's): every mode gives zeros
+        x = np.zeros(shape)
     return torch.from_numpy(x)
 
 
 @pytest.mark.parametrize("mode", ["abs", "signed", "minmax", "none"])
-@pytest.mark.parametrize("kind", ["normal", "sparse", "very_sparse", "constant"])
+@pytest.mark.parametrize("kind", ["normal", "sparse", "very_sparse", "constant", "zero"])
 @pytest.mark.parametrize("shape", [(4, 3, 21, 17), (3, 30, 30)], ids=["4d", "3d"])
 def test_matches_numpy_reference(mode, kind, shape):
     maps = _maps(kind, shape)

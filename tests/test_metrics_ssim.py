@@ -68,6 +68,29 @@ def test_constants_sigma_and_window_gaussian_mismatch(kw, filter_path):
                                _reference(a, b, data_range=1.0, **kw), rtol=0, atol=F64_TOL)
 
 
+MORE_CASES = [
+    dict(),
+    dict(gaussian_weights=True),
+    dict(gaussian_weights=True, use_sample_covariance=False),
+    dict(use_sample_covariance=False),
+    dict(win_size=3),
+    dict(win_size=5, K1=0.02, K2=0.05),
+    dict(gaussian_weights=True, sigma=0.8),
+    dict(gaussian_weights=True, sigma=1.5, win_size=5),  # a window narrower than the Gaussian
+    dict(gaussian_weights=True, sigma=0.5, win_size=9),  # wider
+]
+
+
+@pytest.mark.parametrize("kw", MORE_CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "defaults")
+@pytest.mark.parametrize("size", [(28, 28), (13, 17), (11, 11)])
+@pytest.mark.parametrize("data_range", [1.0, 2.5])
+def test_sizes_and_constants_on_the_default_filter(kw, size, data_range):
+    """MNIST-sized, odd non-square and 11 x 11 maps (the smallest for the Gaussian window), other K1/K2 and sigmas."""
+    a, b = _pair((3, *size), seed=8, data_range=data_range)
+    np.testing.assert_allclose(metrics.ssim(a, b, data_range=data_range, **kw).numpy(),
+                               _reference(a, b, data_range=data_range, **kw), rtol=0, atol=F64_TOL)
+
+
 @pytest.mark.parametrize(("win_size", "gaussian"), [(3, False), (7, False), (None, False), (None, True), (5, True)])
 def test_smallest_allowed_size(win_size, gaussian, filter_path):
     side = win_size or (11 if gaussian else 7)
@@ -76,6 +99,8 @@ def test_smallest_allowed_size(win_size, gaussian, filter_path):
     np.testing.assert_allclose(metrics.ssim(a, b, **kw).numpy(), _reference(a, b, **kw), rtol=0, atol=F64_TOL)
     with pytest.raises(ValueError, match=f"win_size {side} exceeds the image extent {side - 1} x {side}"):
         metrics.ssim(a[:, 1:], b[:, 1:], **kw)
+    with pytest.raises(ValueError, match=f"win_size {side} exceeds the image extent {side - 1} x {side - 1}"):
+        metrics.ssim(a[:, 1:, 1:], b[:, 1:, 1:], **kw)
 
 
 @pytest.mark.parametrize("kind", ["unit", "sparse", "ties", "constant"])
@@ -101,6 +126,14 @@ def test_batch_sizes_and_chunking_do_not_change_scores(batch, monkeypatch, filte
     torch.testing.assert_close(single, whole, rtol=0, atol=1e-14)
 
 
+def test_identical_maps_score_one_and_batch_size_does_not_matter():
+    a, b = _pair((5, 16, 16), seed=9)
+    assert torch.allclose(metrics.ssim(a, a, data_range=1.0), torch.ones(5, dtype=torch.float64))
+    full = metrics.ssim(a, b, data_range=1.0)
+    single = torch.cat([metrics.ssim(a[i : i + 1], b[i : i + 1], data_range=1.0) for i in range(5)])
+    assert torch.equal(full, single)
+
+
 def test_per_pair_data_range():
     a, b = _pair((3, 12, 12), seed=5)
     ranges = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
@@ -110,8 +143,9 @@ def test_per_pair_data_range():
 
 
 @pytest.mark.parametrize("gaussian", [False, True])
-def test_float32_within_stated_tolerance(gaussian, filter_path):
-    a, b = _pair((4, 3, 30, 30), kind="sparse", seed=6)
+@pytest.mark.parametrize(("shape", "kind"), [((4, 3, 30, 30), "sparse"), ((8, 28, 28), "unit")], ids=["4d", "3d"])
+def test_float32_within_stated_tolerance(gaussian, shape, kind, filter_path):
+    a, b = _pair(shape, kind=kind, seed=6)
     ours = metrics.ssim(a.float(), b.float(), data_range=1.0, gaussian_weights=gaussian)
     assert ours.dtype == torch.float32
     np.testing.assert_allclose(ours.double().numpy(), _reference(a, b, data_range=1.0, gaussian_weights=gaussian),
@@ -122,6 +156,8 @@ def test_errors():
     a, b = _pair((2, 9, 9))
     with pytest.raises(ValueError, match=r"differ in shape: \(2, 9, 9\) vs \(2, 9, 8\)"):
         metrics.ssim(a, b[..., :8], data_range=1.0)
+    with pytest.raises(ValueError, match=r"differ in shape: \(2, 9, 9\) vs \(2, 8, 9\)"):
+        metrics.ssim(a, b[:, :8], data_range=1.0)
     with pytest.raises(ValueError, match="win_size must be odd"):
         metrics.ssim(a, b, data_range=1.0, win_size=4)
     with pytest.raises(ValueError, match="K1 must be positive"):

@@ -43,6 +43,7 @@ def _subset(mnist, n_train=1000):
     return dataclasses.replace(mnist, x_train=mnist.x_train[:n_train], y_train=mnist.y_train[:n_train])
 
 
+@pytest.mark.slow  # trains on the bundled digits
 def test_short_training_clearly_beats_chance(mnist):
     data = _subset(mnist, 2000)
     model = create_model("paper_mlp", data.input_shape, 10, hidden=128, depth=1)
@@ -51,8 +52,8 @@ def test_short_training_clearly_beats_chance(mnist):
     assert not model.training
 
 
-def test_training_is_seeded(mnist):
-    data = _subset(mnist, 300)
+def test_training_is_seeded(toy_data):
+    data = toy_data(n_train=300, classes=10, size=8)
     params = []
     for _ in range(2):
         model = create_model("paper_mlp", data.input_shape, 10, hidden=32)
@@ -61,8 +62,8 @@ def test_training_is_seeded(mnist):
     assert torch.equal(params[0], params[1])
 
 
-def test_checkpoint_cache_hit_on_second_call(mnist, tmp_path):
-    data: Dataset = _subset(mnist, 300)
+def test_checkpoint_cache_hit_on_second_call(toy_data, tmp_path):
+    data: Dataset = toy_data(n_train=300, classes=10, size=8)
     cfg = TrainConfig(epochs=1, seed=1, cache_dir=str(tmp_path))
     m1, info1 = load_or_train("paper_mlp", data, cfg, model_kw={"hidden": 32}, progress=False)
     m2, info2 = load_or_train("paper_mlp", data, cfg, model_kw={"hidden": 32}, progress=False)
@@ -75,6 +76,7 @@ def test_checkpoint_cache_hit_on_second_call(mnist, tmp_path):
     assert not info3["cached"] and info3["path"] != info1["path"]
 
 
+@pytest.mark.slow  # the reference models (trained on first use)
 def test_reference_models_reach_their_accuracy(trained_mlp, trained_cnn):
     # the paper's MLP reached 98.3% on 60,000 digits; on the 4,000 bundled ones we require 93%
     assert trained_mlp[1]["test_acc"] >= 0.93, trained_mlp[1]

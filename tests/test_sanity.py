@@ -14,7 +14,6 @@ from torch import nn
 
 import bench.experiments.model_randomization as S
 import methods.pattern
-from bench.core.data import Dataset
 from bench.core.explain import MethodSpec
 from bench.core.models import create_model
 from bench.core.results import COLUMNS
@@ -29,25 +28,14 @@ from bench.reporting.figures import randomization_figures as save_figures
 SMALL_STAGES = ["0", "3", "7", "9"]  # small_cnn's units in execution order: conv, conv, linear, linear
 
 
-def toy_data(n_train: int = 64, n_test: int = 16, classes: int = 3, seed: int = 0, size: int = 12) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
-    return Dataset(
-        name="toy",
-        x_train=torch.rand(n_train, 1, size, size, generator=g),
-        y_train=torch.randint(0, classes, (n_train,), generator=g),
-        x_test=torch.rand(n_test, 1, size, size, generator=g),
-        y_test=torch.randint(0, classes, (n_test,), generator=g),
-        num_classes=classes,
-    )
-
-
 def toy_cnn(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return create_model("small_cnn", (1, 12, 12), 3, channels=(4, 6), hidden=12).eval()
 
 
 @pytest.fixture
-def toy():
+def toy(toy_data):
+    """The synthetic 12 x 12 data (conftest.py) and a random-init ``small_cnn`` for it."""
     return toy_data(), toy_cnn()
 
 
@@ -258,7 +246,7 @@ def test_labels_mode_and_its_checks(toy):
         model_randomization(model, data, ["gradient"], "labels", random_label_model=toy_cnn(seed=0))
 
 
-def test_bad_arguments(toy):
+def test_bad_arguments(toy, toy_data):
     data, model = toy
     with pytest.raises(ValueError, match="unknown randomization mode"):
         model_randomization(model, data, ["gradient"], "top_down")
@@ -316,7 +304,7 @@ def test_figures_fast(toy, tmp_path):
         _png_ok(p)
 
 
-def test_train_on_permuted_labels_small(tmp_path):
+def test_train_on_permuted_labels_small(tmp_path, toy_data):
     data = toy_data(n_train=48, classes=4)
     model, info = train_on_permuted_labels("paper_mlp", data, epochs=60, lr=0.1, train_samples=32, min_train_acc=0.9,
                                            model_kw={"hidden": 64, "depth": 1}, cache_dir=str(tmp_path))
@@ -341,6 +329,7 @@ def test_train_on_permuted_labels_small(tmp_path):
 
 
 # -------------------------------------------------------------- the paper's result on small_cnn / MNIST
+# slow: the reference small_cnn, and a small_cnn trained on permuted labels (both trained on first use)
 
 PAPER_METHODS = {
     "gradient": {"name": "gradient"},
@@ -395,6 +384,7 @@ def cnn_labels(mnist, trained_cnn, cnn_label_model):
     return res
 
 
+@pytest.mark.slow
 def test_label_model_memorizes_random_labels(cnn_label_model, trained_cnn):
     model, info = cnn_label_model
     assert info["train_samples"] == 1000 and info["epochs"] == 50
@@ -415,6 +405,7 @@ def _assert_split(res, mode: str) -> None:
         assert row["guided_backprop"] >= worst + margin, f"{mode} {metric}: {row.round(3).to_dict()}"
 
 
+@pytest.mark.slow
 def test_cascading_gradient_and_smoothgrad_change_guided_backprop_does_not(cnn_cascading):
     assert cnn_cascading.stages == ["9", "7", "3", "0"]  # logits down to the first convolution
     _assert_split(cnn_cascading, "cascading")
@@ -423,6 +414,7 @@ def test_cascading_gradient_and_smoothgrad_change_guided_backprop_does_not(cnn_c
     assert last.loc["ssim", "guided_backprop"] > 0.2  # measured 0.27 - 0.29
 
 
+@pytest.mark.slow
 def test_labels_gradient_and_smoothgrad_change_guided_backprop_does_not(cnn_labels):
     """The split on SSIM and the signed rank correlation; over SmoothGrad also on HOG and |map| ranks.
 
@@ -435,6 +427,7 @@ def test_labels_gradient_and_smoothgrad_change_guided_backprop_does_not(cnn_labe
     assert last.loc["ssim", "guided_backprop"] > 0.3  # measured 0.38 - 0.41
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fixture", ["cnn_cascading", "cnn_labels"])
 def test_integrated_gradients_black_baseline(fixture, request):
     """IG's signed map loses its ranks (as Gradient's); its |map| keeps the digit's silhouette.
@@ -454,6 +447,7 @@ def test_integrated_gradients_black_baseline(fixture, request):
         assert (m[black] == 0).all()
 
 
+@pytest.mark.slow
 def test_paper_figures(cnn_cascading, cnn_labels, tmp_path):
     paths = save_figures(cnn_cascading, tmp_path, title="small_cnn, cascading") + save_figures(
         cnn_labels, tmp_path, title="small_cnn, permuted labels")

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from bench.core.results import read_tables
-from tests.test_cli import salbench
+
+pytestmark = pytest.mark.slow  # every sweep trains its models in subprocesses
 
 TINY = ["+model.kwargs.hidden=32", "train.epochs=1", "run.n_samples=4", "run.batch_size=4", "run.progress=false",
         "run.figures=false", "logger=disabled", "run.tests=[invariance]", "transform=[mean_shift]",
@@ -20,7 +21,7 @@ def _records(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.rglob("job.json"))]
 
 
-def test_sweep_writes_one_table_per_job_isolates_failures_and_resumes(tmp_path):
+def test_sweep_writes_one_table_per_job_isolates_failures_and_resumes(tmp_path, salbench):
     sweep = tmp_path / "sweep"
     args = ["-m", "method=gradient,gradient_x_input", "data.encoding=unit,sideways", *TINY,
             f"train.cache_dir={tmp_path / 'ckpt'}", f"hydra.sweep.dir={sweep}"]
@@ -57,7 +58,7 @@ def test_sweep_writes_one_table_per_job_isolates_failures_and_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
-def test_launchers(tmp_path, launcher):
+def test_launchers(tmp_path, salbench, launcher):
     sweep = tmp_path / "sweep"
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else ["hydra.launcher.timeout_min=10"]
     res = salbench("-m", f"hydra/launcher={launcher}", *extra, "method=gradient,pattern_attribution", *TINY,

@@ -13,12 +13,14 @@ from bench.testing import MethodCheckError, check_method
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "external_method"
 
 
+@pytest.mark.slow  # the reference paper_mlp (trained on first use)
 def test_gradient_passes(trained_mlp):
     report = check_method("gradient")
     assert report.ok
     assert set(report.rows.test) == {"mean_shift", "checkerboard", "cascading"}
 
 
+@pytest.mark.slow  # the reference paper_mlp (trained on first use)
 def test_gradient_x_input_fails_with_a_readable_report(trained_mlp):
     with pytest.raises(MethodCheckError) as err:
         check_method("gradient_x_input")
@@ -31,6 +33,7 @@ def test_unknown_expectation_is_a_clear_error():
         check_method("gradient", expect={"rotation": True})
 
 
+@pytest.mark.slow  # a pytest subprocess on the reference paper_mlp
 def test_the_documented_external_example_runs(trained_mlp):
     # the example lives outside the package, as a user's project would; its own pytest run must pass
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE)],
