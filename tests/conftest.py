@@ -122,13 +122,16 @@ def _inv_rows(model: str, method: str, shift: str, ssim: list[float], rel: list[
                       dataset=dataset, method=method, condition=shift)
 
 
-def _rand_rows(model: str, method: str, mode: str, stages: dict[str, list[float]], metric: str = "spearman_abs",
-               dataset: str = "mnist"):
-    from bench.core.results import concat, score_rows
+def _rand_rows(model: str, method: str, mode: str, stages: dict[str, list[float]], dataset: str = "mnist"):
+    """Stage rows with the given ``ssim`` scores (each list repeated 4 times: 8 samples, the same mean) and
+    ``spearman_abs`` = half of them, after the controls every run writes: a perfect repeat and an input-only null
+    that resembles nothing."""
+    from bench.core.results import CONTROL_INPUT, CONTROL_REPEAT, concat, score_rows
 
-    return concat(score_rows({metric: torch.tensor(v), "ssim": torch.tensor(v) / 2}, experiment=RAND, model=model,
-                             dataset=dataset, method=method, condition=mode, layer=layer)
-                  for layer, v in stages.items())
+    layers = {CONTROL_REPEAT: [1.0, 1.0], CONTROL_INPUT: [0.0, 0.0], **stages}
+    return concat(score_rows({"ssim": torch.tensor(v * 4), "spearman_abs": torch.tensor(v * 4) / 2}, experiment=RAND,
+                             model=model, dataset=dataset, method=method, condition=mode, layer=layer)
+                  for layer, v in layers.items())
 
 
 @cache
@@ -151,11 +154,13 @@ def _randomization_table() -> pd.DataFrame:
     from bench.core.results import concat
 
     return concat([
-        # last 0.15, auc (0.7 + 0.4 + 0.15) / 3
-        _rand_rows("mlp", "gradient", "cascading", {"fc3": [0.8, 0.6], "fc2": [0.3, 0.5], "fc1": [0.1, 0.2]}),
+        # top 0.45, last 0.15, auc (0.45 + 0.4 + 0.15) / 3: drops 0.55 and 0.85 below the repeat: pass
+        _rand_rows("mlp", "gradient", "cascading", {"fc3": [0.5, 0.4], "fc2": [0.3, 0.5], "fc1": [0.1, 0.2]}),
         _rand_rows("mlp", "gradient", "independent", {"fc1": [0.2, 0.4], "fc3": [0.6, 0.8]}),  # last 0.7: fail
         _rand_rows("mlp", "gxi", "cascading", {"fc3": [0.99, 0.97], "fc2": [0.96, 0.96], "fc1": [0.9, 0.94]}),
+        # survives the top unit (0.9), changes at the bottom (0.3): fail, as Guided Backprop
         _rand_rows("mlp", "gbp", "cascading", {"fc3": [0.9, 0.9], "fc2": [0.8, 0.8], "fc1": [0.3, 0.3]}),
+        # half the last stage undefined: 4 paired samples, inconclusive
         _rand_rows("cnn", "gradient", "cascading", {"conv2": [0.2, 0.4], "conv1": [0.1, float("nan")]}),
     ])
 

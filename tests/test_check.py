@@ -12,7 +12,7 @@ from bench.reporting.check import baseline_metric, compare
 from bench.reporting.leaderboard import build_leaderboard
 from bench.reporting.render import read_leaderboard_csv
 
-CELL = "rand/cascading/spearman_abs/last"
+CELL = "rand/cascading/ssim/last"
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_compare_reports_each_kind_of_difference(board):
     assert report.new_rows == [("mlp", "gbp")] and report.missing_rows == [("cnn", "old_method")]
     assert report.new_columns == ["rand/independent/verdict"] and report.missing_columns == []
     text = str(report)
-    assert "mlp / gradient / rand/cascading/spearman_abs/last: baseline 0.45 -> current 0.15" in text
+    assert "mlp / gradient / rand/cascading/ssim/last: baseline 0.45 -> current 0.15" in text
     assert "ig_black" in text and "missing" in text and "old_method" in text
     with pytest.raises(ValueError, match="repeated"):
         compare(board, pd.concat([board, board.iloc[:1]]))
@@ -82,7 +82,7 @@ def test_cli_moved_cell_fails(sweep_and_baseline, capsys):
     assert main([str(sweep), "--baseline", str(baseline)]) == 1
     out = capsys.readouterr().out
     assert "1 cell(s) moved" in out and "0 verdict(s) flipped" in out
-    assert "mlp / gradient / rand/cascading/spearman_abs/last: baseline 0.3 -> current 0.15" in out
+    assert "mlp / gradient / rand/cascading/ssim/last: baseline 0.3 -> current 0.15" in out
     assert main([str(sweep), "--baseline", str(baseline), "--atol", "0.2"]) == 0
 
 
@@ -108,11 +108,11 @@ def test_cli_update_rewrites_baseline(sweep_and_baseline, capsys):
 def test_cli_metric_follows_the_baseline(tmp_path, capsys, make_sweep):
     sweep = make_sweep(tmp_path, failed=False, figure=False)
     baseline = tmp_path / "ssim.csv"
-    assert main([str(sweep), "--baseline", str(baseline), "--update", "--metric", "ssim"]) == 0
-    assert baseline_metric(read_leaderboard_csv(baseline)) == "ssim"
+    assert main([str(sweep), "--baseline", str(baseline), "--update", "--metric", "spearman_abs"]) == 0
+    assert baseline_metric(read_leaderboard_csv(baseline)) == "spearman_abs"
     assert main([str(sweep), "--baseline", str(baseline)]) == 0  # no --metric: the baseline's
     capsys.readouterr()
-    assert main([str(sweep), "--baseline", str(baseline), "--metric", "spearman_abs"]) == 1
+    assert main([str(sweep), "--baseline", str(baseline), "--metric", "ssim"]) == 1
     assert "columns only in the baseline" in capsys.readouterr().out
 
 

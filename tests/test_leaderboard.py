@@ -25,17 +25,19 @@ def test_values_verdicts_and_pass_fail(full_table):
     g = row(board, "mlp", "gradient")
     assert g["inv/mean_shift/ssim"] == pytest.approx(1.0)
     assert g["inv/mean_shift/verdict"] == "exact" and g["inv/checkerboard/verdict"] == "exact"
-    assert g["rand/cascading/spearman_abs/last"] == pytest.approx(0.15)
-    assert g["rand/cascading/spearman_abs/auc"] == pytest.approx((0.7 + 0.4 + 0.15) / 3)
+    assert g["rand/cascading/ssim/last"] == pytest.approx(0.15)
+    assert g["rand/cascading/ssim/top"] == pytest.approx(0.45)
+    assert g["rand/cascading/ssim/repeat"] == pytest.approx(1.0)
+    assert g["rand/cascading/ssim/auc"] == pytest.approx((0.45 + 0.4 + 0.15) / 3)
     assert g["rand/cascading/verdict"] == "pass"
-    assert g["rand/independent/spearman_abs/last"] == pytest.approx(0.7)
+    assert g["rand/independent/ssim/last"] == pytest.approx(0.7)
     assert g["rand/independent/verdict"] == "fail"
     assert (g["invariance"], g["randomization"], g["passed"], g["tests"]) == ("pass", "fail", 3, 4)
 
     x = row(board, "mlp", "gxi")
     assert x["inv/mean_shift/ssim"] == pytest.approx(0.6) and x["inv/checkerboard/ssim"] == pytest.approx(0.85)
     assert x["inv/mean_shift/verdict"] == "fail"
-    assert x["rand/cascading/spearman_abs/last"] == pytest.approx(0.92)
+    assert x["rand/cascading/ssim/last"] == pytest.approx(0.92) and x["rand/cascading/verdict"] == "fail"
     assert (x["invariance"], x["randomization"], x["passed"], x["tests"]) == ("fail", "fail", 0, 3)
 
     ig = row(board, "mlp", "ig_black")
@@ -45,21 +47,23 @@ def test_values_verdicts_and_pass_fail(full_table):
 
     c = row(board, "cnn", "gradient")
     assert c["inv/mean_shift/verdict"] == "pass"  # mean 0.99 >= 0.99
-    assert c["rand/cascading/spearman_abs/last"] == pytest.approx(0.1)  # NaN sample skipped
-    assert c["rand/cascading/spearman_abs/auc"] == pytest.approx((0.3 + 0.1) / 2)
-    assert board.attrs["settings"]["randomization_metric"] == "spearman_abs"
+    assert c["rand/cascading/ssim/last"] == pytest.approx(0.1)  # NaN samples skipped
+    assert c["rand/cascading/ssim/auc"] == pytest.approx((0.3 + 0.1) / 2)
+    assert c["rand/cascading/verdict"] == "inconclusive"  # 4 defined paired samples < 8
+    assert board.attrs["settings"]["randomization_metric"] == "ssim"
 
 
 def test_not_run_is_na(full_table, invariance_table, randomization_table):
     board = lbm.build_leaderboard(full_table())
     ig = row(board, "mlp", "ig_black")  # no randomization run
-    assert math.isnan(ig["rand/cascading/spearman_abs/last"])
+    assert math.isnan(ig["rand/cascading/ssim/last"])
     assert ig["rand/cascading/verdict"] == "N/A" and ig["randomization"] == "N/A"
     gbp = row(board, "mlp", "gbp")  # no invariance run
     assert math.isnan(gbp["inv/mean_shift/ssim"]) and gbp["inv/mean_shift/verdict"] == "N/A"
-    assert (gbp["invariance"], gbp["randomization"], gbp["passed"], gbp["tests"]) == ("N/A", "pass", 1, 1)
+    assert (gbp["invariance"], gbp["randomization"], gbp["passed"], gbp["tests"]) == ("N/A", "fail", 0, 1)
     c = row(board, "cnn", "gradient")  # checkerboard was run for mlp only
     assert c["inv/checkerboard/verdict"] == "N/A" and c["invariance"] == "pass"
+    assert (c["randomization"], c["passed"], c["tests"]) == ("inconclusive", 1, 2)
 
     only_inv = lbm.build_leaderboard(invariance_table())
     assert not [col for col in only_inv.columns if col.startswith("rand/")]
@@ -69,16 +73,17 @@ def test_not_run_is_na(full_table, invariance_table, randomization_table):
 
 
 def test_thresholds_and_metric(full_table):
-    board = lbm.build_leaderboard(full_table(), pass_threshold=0.1)
-    assert row(board, "mlp", "gradient")["rand/cascading/verdict"] == "fail"  # 0.15 >= 0.1
-    board = lbm.build_leaderboard(full_table(), auc_threshold=0.4)
-    assert row(board, "mlp", "gradient")["rand/cascading/verdict"] == "fail"  # auc 0.417
-    assert row(board, "cnn", "gradient")["rand/cascading/verdict"] == "pass"  # auc 0.2
+    board = lbm.build_leaderboard(full_table(), min_drop=0.6)
+    assert row(board, "mlp", "gradient")["rand/cascading/verdict"] == "fail"  # the top unit: drop 0.55 < 0.6
+    assert board.attrs["settings"]["min_drop"] == 0.6
+    board = lbm.build_leaderboard(full_table(), min_drop=0.2)
+    assert row(board, "mlp", "gradient")["rand/independent/verdict"] == "pass"  # drop 0.3, bound 0.24 >= 0.2
+    assert row(board, "mlp", "gbp")["rand/cascading/verdict"] == "fail"  # the top unit: drop 0.1
     board = lbm.build_leaderboard(full_table(), ssim_threshold=0.5)
     assert row(board, "mlp", "gxi")["inv/mean_shift/verdict"] == "pass"
-    board = lbm.build_leaderboard(full_table(), randomization_metric="ssim")
-    assert row(board, "mlp", "gradient")["rand/cascading/ssim/last"] == pytest.approx(0.075)
-    assert "rand/cascading/spearman_abs/last" not in board.columns
+    board = lbm.build_leaderboard(full_table(), randomization_metric="spearman_abs")
+    assert row(board, "mlp", "gradient")["rand/cascading/spearman_abs/last"] == pytest.approx(0.075)
+    assert "rand/cascading/ssim/last" not in board.columns
     with pytest.raises(ValueError, match="hog"):
         lbm.build_leaderboard(full_table(), randomization_metric="hog")
 
@@ -86,12 +91,12 @@ def test_thresholds_and_metric(full_table):
 def test_sorting_and_grouping(full_table):
     board = lbm.build_leaderboard(full_table())
     assert list(zip(board.model, board.method, strict=True)) == [
-        ("cnn", "gradient"), ("mlp", "gradient"), ("mlp", "gbp"), ("mlp", "ig_black"), ("mlp", "gxi")]
+        ("cnn", "gradient"), ("mlp", "gradient"), ("mlp", "ig_black"), ("mlp", "gbp"), ("mlp", "gxi")]
     by_method = lbm.sort_leaderboard(board, "method")
     assert list(by_method.method[by_method.model == "mlp"]) == ["gbp", "gradient", "gxi", "ig_black"]
     by_ssim = lbm.build_leaderboard(full_table(), sort="-inv/mean_shift/ssim")
     assert list(by_ssim.method[by_ssim.model == "mlp"]) == ["gradient", "ig_black", "gxi", "gbp"]  # NaN last
-    asc = lbm.sort_leaderboard(board, "rand/cascading/spearman_abs/last")
+    asc = lbm.sort_leaderboard(board, "rand/cascading/ssim/last")
     assert list(asc.method[asc.model == "mlp"]) == ["gradient", "gbp", "gxi", "ig_black"]
     assert asc.attrs["settings"] == board.attrs["settings"]
     with pytest.raises(ValueError, match="cannot sort"):
@@ -130,11 +135,11 @@ def test_cli_writes_three_formats(tmp_path, capsys, full_table, make_sweep):
 
 def test_cli_formats_default_out_and_errors(tmp_path, capsys, make_sweep):
     sweep = make_sweep(tmp_path, failed=False, figure=False)
-    assert lb_cli.main([str(sweep), "--format", "csv", "--sort", "method", "--metric", "ssim"]) == 0
+    assert lb_cli.main([str(sweep), "--format", "csv", "--sort", "method", "--metric", "spearman_abs"]) == 0
     assert [p.name for p in sweep.glob("leaderboard.*")] == ["leaderboard.csv"]
     assert "Failed jobs" not in capsys.readouterr().out
     csv = render.read_leaderboard_csv(sweep / "leaderboard.csv")
-    assert "rand/cascading/ssim/last" in csv.columns
+    assert "rand/cascading/spearman_abs/last" in csv.columns
     assert list(csv.method[csv.model == "mlp"]) == ["gbp", "gradient", "gxi", "ig_black"]
 
     empty = tmp_path / "empty"

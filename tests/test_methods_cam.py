@@ -30,14 +30,15 @@ def test_grad_cam_closed_forms(images) -> None:
     hw = 36
     # post-ReLU layer: d f_c / d A_k = w_ck / hw everywhere -> CAM of Zhou et al. up to 1 / hw
     expected = (w[:, :, None, None] / hw * a.relu()).sum(1, keepdim=True).relu()
-    out = methods.create("grad_cam", model, layer="1")(x, target)
-    torch.testing.assert_close(out, expected.expand_as(x), rtol=1e-5, atol=1e-7)
-    # default layer: the last conv (pre-ReLU maps); alpha_k = w_ck * (fraction of positive positions) / hw
-    alpha = w * (a > 0).float().mean((2, 3)) / hw
-    expected = (alpha[:, :, None, None] * a).sum(1, keepdim=True).relu()
+    # the default layer is that activation (the last conv's ReLU), as the sanity-checks authors' Grad-CAM
     explainer = methods.create("grad_cam", model)
     torch.testing.assert_close(explainer(x, target), expected.expand_as(x), rtol=1e-5, atol=1e-7)
-    assert explainer.layer == "0"
+    assert explainer.layer == "1"
+    # the conv itself (pre-ReLU maps); alpha_k = w_ck * (fraction of positive positions) / hw
+    alpha = w * (a > 0).float().mean((2, 3)) / hw
+    expected = (alpha[:, :, None, None] * a).sum(1, keepdim=True).relu()
+    out = methods.create("grad_cam", model, layer="0")(x, target)
+    torch.testing.assert_close(out, expected.expand_as(x), rtol=1e-5, atol=1e-7)
 
 
 def test_grad_cam_upsamples_and_broadcasts(cnn, images) -> None:
@@ -66,6 +67,22 @@ def test_default_layer_is_the_last_conv_executed(images) -> None:
     explainer = methods.create("grad_cam", Reordered())
     explainer(images(2, (1, 6, 6)))
     assert explainer.layer == "late"
+
+
+def test_default_layer_is_the_activation_of_the_last_conv(images) -> None:
+    from methods.cam import default_layer
+
+    x = images(1, (1, 8, 8))
+    with_bn = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Dropout(), nn.ReLU(),
+                            nn.Flatten(), nn.Linear(3 * 64, 2)).eval()
+    assert default_layer(with_bn, x) == "3"  # past normalization and dropout
+    pooled = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(),
+                           nn.Linear(3 * 16, 2)).eval()
+    assert default_layer(pooled, x) == "0"  # something else first: the conv itself
+    import timm
+
+    resnet = timm.create_model("resnet18", num_classes=3).eval()
+    assert default_layer(resnet, images(1, (3, 32, 32))) == "layer4.1.act2"  # the last block's output
 
 
 def test_in_place_relu_after_the_layer_does_not_alter_the_map(cnn, images) -> None:

@@ -16,6 +16,9 @@ def _ref(m: np.ndarray, mode: str, q: float = 99.0) -> np.ndarray:
     if mode == "minmax":
         span = m.max() - m.min()
         return (m - m.min()) / span if span > 0 else np.zeros_like(m)
+    if mode == "abs_max":  # the authors' MNIST notebooks: |a| / max |a|, no clip
+        s = np.abs(m).sum(0) if m.ndim == 3 else np.abs(m)
+        return s / s.max() if s.max() > 0 else np.zeros_like(s)
     if mode == "abs":
         s = np.abs(m).sum(0) if m.ndim == 3 else np.abs(m)
         span = np.percentile(s, q) - s.min()
@@ -39,7 +42,7 @@ def _maps(kind: str, shape, seed=0) -> torch.Tensor:
     return torch.from_numpy(x)
 
 
-@pytest.mark.parametrize("mode", ["abs", "signed", "minmax", "none"])
+@pytest.mark.parametrize("mode", ["abs", "signed", "abs_max", "minmax", "none"])
 @pytest.mark.parametrize("kind", ["normal", "sparse", "very_sparse", "constant", "zero"])
 @pytest.mark.parametrize("shape", [(4, 3, 21, 17), (3, 30, 30)], ids=["4d", "3d"])
 def test_matches_numpy_reference(mode, kind, shape):
@@ -75,7 +78,7 @@ def test_batch_percentile_is_numpy_percentile(n, q):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match="unknown normalization 'log'; accepted: abs, signed, minmax, none"):
+    with pytest.raises(ValueError, match="unknown normalization 'log'; accepted: abs, signed, abs_max, minmax, none"):
         metrics.normalize(torch.zeros(1, 4, 4), "log")
     with pytest.raises(ValueError, match="expected B x H x W or B x C x H x W"):
         metrics.normalize(torch.zeros(4, 4), "abs")

@@ -16,7 +16,7 @@ import bench.experiments.model_randomization as S
 import methods.pattern
 from bench.core.explain import MethodSpec
 from bench.core.models import create_model
-from bench.core.results import COLUMNS
+from bench.core.results import COLUMNS, CONTROL_EDGES, CONTROL_INPUT, CONTROL_REPEAT, CONTROL_RETRAINED, is_control
 from bench.core.settings import RunSettings, ScoreSettings
 from bench.experiments.label_randomization import train_on_permuted_labels
 from bench.experiments.model_randomization import RandomizationSpec, model_randomization
@@ -68,8 +68,12 @@ def test_table_follows_contract(toy, mode, stages):
     res = model_randomization(model, data, FAST_METHODS, mode,
                               run=RunSettings(n_samples=6, batch_size=4, seed=3, keep_maps=2),
                               scoring=ScoreSettings(names=metrics), model_name="toy_cnn", config_hash="abc")
-    t = res.table
-    assert list(t.columns) == COLUMNS
+    assert list(res.table.columns) == COLUMNS
+    controls = res.table[res.table.layer.map(is_control)]
+    t = res.table[~res.table.layer.map(is_control)]
+    assert set(controls.layer) == {CONTROL_REPEAT, CONTROL_INPUT, CONTROL_EDGES}  # scored like the stages
+    assert len(controls) == len(FAST_METHODS) * 3 * len(metrics) * 6
+    assert set(controls.condition) == {mode}
     assert res.errors == {}
     assert res.stages == stages
     assert list(dict.fromkeys(t.layer)) == stages
@@ -123,13 +127,14 @@ def test_methods_run_stage_by_stage_and_trained_model_untouched(toy, monkeypatch
 
     assert len(randomized_calls) == 1 and randomized_calls[0][0] is model and randomized_calls[0][1] == "cascading"
     labels = list(FAST_METHODS)
-    assert [c[0] for c in calls] == labels * (1 + len(res.stages))  # reference, then stage by stage
+    # the reference maps, the repeatability control, then stage by stage
+    assert [c[0] for c in calls] == labels * (2 + len(res.stages))
     groups = [calls[i : i + len(labels)] for i in range(0, len(calls), len(labels))]
-    assert all(c[1] == id(model) for c in groups[0])  # the reference maps: the trained model
+    assert all(c[1] == id(model) for g in groups[:2] for c in g)  # reference and repeat: the trained model
     for g in groups:  # one model (same weights) per group
         assert len({(c[1], c[2]) for c in g}) == 1
-    assert len({g[0][2] for g in groups}) == len(groups)  # every stage has other weights
-    assert all(g[0][1] != id(model) for g in groups[1:])  # stages are a copy
+    assert len({g[0][2] for g in groups[1:]}) == len(groups) - 1  # every stage has other weights
+    assert all(g[0][1] != id(model) for g in groups[2:])  # stages are a copy
     assert same_state(model, before)
     assert all(m.training for m in model.modules())
 
@@ -169,7 +174,7 @@ def test_failures_are_recorded_and_the_others_go_on(toy, monkeypatch, tmp_path):
     def flaky_make(spec, m, **kw):
         if spec.label == "flaky":
             count["n"] += 1
-            if count["n"] == 3:  # reference, stage 1, then fails at stage 2
+            if count["n"] == 4:  # reference, repeatability control, stage 1, then fails at stage 2
                 raise RuntimeError("boom")
         return real_make(spec, m, **kw)
 
@@ -186,7 +191,7 @@ def test_failures_are_recorded_and_the_others_go_on(toy, monkeypatch, tmp_path):
     assert res.errors["bad_params"].startswith("trained model: ValueError")
     assert res.errors["unknown"].startswith("trained model: ValueError")
     assert res.errors["flaky"] == f"stage {res.stages[1]}: RuntimeError: boom"
-    t = res.table
+    t = res.table[~res.table.layer.map(is_control)]
     assert set(t[t.method == "gradient"].layer) == set(res.stages)
     assert list(t[t.method == "flaky"].layer.unique()) == res.stages[:1]
     assert set(t.method) == {"gradient", "flaky"}
@@ -215,13 +220,14 @@ def test_pattern_methods_refit_per_stage_on_the_fixed_fit_set(toy, monkeypatch):
     res = model_randomization(model, data, ["pattern_attribution", "pattern_net"], "cascading",
                               run=RunSettings(n_samples=4, fit_samples=40), scoring=ScoreSettings(names=("spearman",)))
     assert res.errors == {}
-    n = 1 + len(res.stages)
+    n = 2 + len(res.stages)
     for name in ("pattern_attribution", "pattern_net"):
         mine = [f for f in fits if f[0] == name]
-        assert len(mine) == n  # the trained model, then every stage
+        assert len(mine) == n  # the trained model, its repeatability control, then every stage
         for i in range(n):
             assert torch.equal(mine[i][3], data.x_train[:40])  # the same fit set every time
-        for i in range(1, n):
+        assert torch.equal(mine[1][1], mine[0][1])  # the repeat: the trained weights again
+        for i in range(2, n):
             assert not torch.equal(mine[i][1], mine[i - 1][1])  # fit on that stage's weights
             # stage i randomizes one more layer: at least one pattern changed
             assert any(not torch.equal(mine[i][2][k], mine[i - 1][2][k]) for k in mine[i][2])
@@ -233,8 +239,18 @@ def test_labels_mode_and_its_checks(toy):
     res = model_randomization(model, data, FAST_METHODS, "labels", run=RunSettings(n_samples=5),
                               scoring=ScoreSettings(names=("ssim", "spearman")), random_label_model=other)
     assert res.stages == ["permuted_labels"]
-    assert set(res.table.layer) == {"permuted_labels"} and set(res.table.condition) == {"labels"}
-    assert len(res.table) == len(FAST_METHODS) * 2 * 5
+    stage = res.table[~res.table.layer.map(is_control)]
+    assert set(stage.layer) == {"permuted_labels"} and set(res.table.condition) == {"labels"}
+    assert len(stage) == len(FAST_METHODS) * 2 * 5
+    assert CONTROL_RETRAINED not in set(res.table.layer)  # no control model given: the verdict is inconclusive
+    # with the retrained control (its recipe, the true labels) the control's maps are the reference
+    control = toy_cnn(seed=2)
+    res = model_randomization(model, data, FAST_METHODS, "labels", run=RunSettings(n_samples=5),
+                              scoring=ScoreSettings(names=("ssim",)), random_label_model=other,
+                              retrained_model=control)
+    assert {CONTROL_REPEAT, CONTROL_RETRAINED, "permuted_labels"} <= set(res.table.layer)
+    with pytest.raises(ValueError, match="retrained_model is the label test's control"):
+        model_randomization(model, data, ["gradient"], "cascading", retrained_model=control)
     with pytest.raises(ValueError, match="needs random_label_model"):
         model_randomization(model, data, ["gradient"], "labels")
     with pytest.raises(ValueError, match="only that mode"):

@@ -247,7 +247,7 @@ def model_randomization(
                 maps = explain_all(make_explainer(ms, reference, domain=data.domain, fit_data=fit), x, target, bs)
             ref[ms.label] = MapBatch(maps)
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
-            result.fail(ms.label, "reference model", err)
+            result.fail(ms.label, "trained model" if retrained is None else "retrained control", err)
             continue
         result.maps[ms.label] = [maps[: run.keep_maps].cpu()]
     scored += _controls(specs, ref, x, target, reference, trained if retrained is not None else None, data.domain,
