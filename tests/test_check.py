@@ -123,3 +123,16 @@ def test_cli_missing_baseline_is_a_clear_error(tmp_path, capsys, make_sweep):
     assert "baseline file" in err and "nope.csv" in err and "does not exist" in err and "--update" in err
     assert main([str(tmp_path / "no_run"), "--baseline", str(tmp_path / "nope.csv")]) == 2
     assert "no_run does not exist" in capsys.readouterr().err
+
+
+def test_cells_with_intervals_move_only_outside_the_current_interval(board):
+    key = (board.model == "mlp") & (board.method == "gradient")
+    lo, hi = float(board.loc[key, CELL + "_lo"].iloc[0]), float(board.loc[key, CELL + "_hi"].iloc[0])
+    assert lo < 0.15 < hi
+    inside, outside = board.copy(), board.copy()
+    inside.loc[key, CELL] = hi - 1e-6  # noise the samples allow: not a regression
+    outside.loc[key, CELL] = hi + 0.01
+    assert compare(board, inside).ok and "95% intervals" in str(compare(board, inside))
+    report = compare(board, outside)
+    assert [(c.method, c.column) for c in report.moved] == [("gradient", CELL)]
+    assert not compare(board, inside, atol=1e-9).ok  # a fixed tolerance when asked for

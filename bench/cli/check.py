@@ -1,7 +1,8 @@
-"""``salbench-check RUN --baseline BASELINE.csv [--atol 0.05] [--update]``: a regression check.
+"""``salbench-check RUN --baseline BASELINE.csv [--atol X] [--update]``: a regression check.
 
 ``RUN`` is a sweep / job folder (its leaderboard is built as ``salbench-leaderboard`` would) or a leaderboard
-CSV. Exit status: 0 when every numeric cell is within ``atol`` of the baseline and every verdict and row /
+CSV. Exit status: 0 when every baseline estimate lies inside the current cell's 95% interval (or within ``--atol``
+when given; :mod:`bench.reporting.check`) and every verdict and row /
 column is the same; 1 otherwise, after printing the cells that moved (with both values), the verdicts that
 flipped and the rows / columns present on one side only; 2 on a usage error (e.g. no baseline file and no
 ``--update``). ``--update`` writes the current leaderboard to the baseline path (after printing what changed)
@@ -37,12 +38,14 @@ def _current(run: Path, metric: str, args: argparse.Namespace) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``salbench-check RUN --baseline CSV [--atol 0.05] [--update]``; returns the exit status (0 equal,
+    """``salbench-check RUN --baseline CSV [--atol X] [--update]``; returns the exit status (0 equal,
     1 different, 2 usage error)."""
     parser = argparse.ArgumentParser(prog="salbench-check", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a sweep / job folder, or a leaderboard CSV")
     parser.add_argument("--baseline", required=True, help="the baseline leaderboard CSV")
-    parser.add_argument("--atol", type=float, default=0.05, help="absolute tolerance of numeric cells (default 0.05)")
+    parser.add_argument("--atol", type=float, default=None,
+                        help="compare numeric cells with this absolute tolerance instead of the current 95%% "
+                             "intervals (default: intervals; 0.05 for cells without one)")
     parser.add_argument("--update", action="store_true", help="write the current leaderboard as the new baseline")
     add_build_options(parser, metric_default=None)
     args = parser.parse_args(argv)

@@ -32,6 +32,7 @@ import pandas as pd
 
 from bench.core.results import CONTROL_EDGES, CONTROL_INPUT, CONTROL_REPEAT, CONTROL_RETRAINED, is_control
 from bench.core.scores import EXACTNESS_SCORE, INVARIANCE_SCORE, RANDOMIZATION_SCORE, get_score
+from bench.reporting.intervals import bootstrap_means, percentile_interval
 
 __all__ = ["invariance_verdicts", "randomization_summary", "randomization_verdicts", "lower_bound", "VERDICT_QUANTILE",
            "INVARIANCE", "RANDOMIZATION", "PASS", "FAIL", "INPUT_DOMINATED", "INCONCLUSIVE", "VERDICT_WORDS"]
@@ -47,8 +48,10 @@ _NULLS = (CONTROL_INPUT, CONTROL_EDGES)
 
 def invariance_verdicts(table: pd.DataFrame, tolerance: float | None = None,
                         ssim_threshold: float | None = None) -> pd.DataFrame:
-    """Per (model, method, condition) of the input-invariance rows: ``ssim`` (mean of the invariance score),
-    ``max_rel_diff_q95`` (95th percentile of the exactness score), ``invariant`` and ``exact``.
+    """Per (model, method, condition) of the input-invariance rows: ``ssim`` (mean of the invariance score) with its
+    95% bootstrap interval ``ssim_lo``/``ssim_hi`` (over samples, hierarchical over seeds), ``max_rel_diff_q95``
+    (95th percentile of the exactness score), ``invariant`` (the interval's lower end at least the threshold: a
+    pass must hold for the interval, not only for the mean) and ``exact``.
 
     The thresholds default to the score registry's (:mod:`bench.core.scores`: ``ssim`` 0.99, ``max_rel_diff``
     1e-3); ``ssim_threshold``/``tolerance`` override them. A NaN mean is not invariant.
@@ -63,8 +66,15 @@ def invariance_verdicts(table: pd.DataFrame, tolerance: float | None = None,
     ssim = t[t.metric == INVARIANCE_SCORE].groupby(keys)["score"].mean().rename("ssim")
     out = pd.concat([ssim, rel], axis=1).reset_index()
     if not len(out):
-        return pd.DataFrame(columns=[*keys, "ssim", "max_rel_diff_q95", "invariant", "exact"])
-    out["invariant"] = out["ssim"] >= ssim_threshold
+        return pd.DataFrame(columns=[*keys, "ssim", "ssim_lo", "ssim_hi", "max_rel_diff_q95", "invariant", "exact"])
+    bounds = {}
+    for key, g in t[t.metric == INVARIANCE_SCORE].groupby(keys):
+        lo, hi = percentile_interval(bootstrap_means(g.score.to_numpy(), g.seed.to_numpy()))
+        bounds[key] = (float(lo[0]), float(hi[0]))
+    pairs = [bounds.get(tuple(k), (np.nan, np.nan)) for k in out[keys].itertuples(index=False)]
+    out.insert(out.columns.get_loc("ssim") + 1, "ssim_lo", [p[0] for p in pairs])
+    out.insert(out.columns.get_loc("ssim_lo") + 1, "ssim_hi", [p[1] for p in pairs])
+    out["invariant"] = out["ssim_lo"] >= ssim_threshold
     out["exact"] = out["max_rel_diff_q95"] <= tolerance
     return out
 
@@ -88,17 +98,17 @@ def randomization_summary(table: pd.DataFrame) -> pd.DataFrame:
                                        "auc", "n", "nan"])
 
 
-def lower_bound(values: np.ndarray, *, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> float:
+def lower_bound(values: np.ndarray, groups: np.ndarray | None = None, *, level: float = 0.95,
+                resamples: int = 2000, seed: int = 0) -> float:
     """One-sided ``level`` lower confidence bound of the mean of ``values`` (NaN dropped): the ``1 - level``
-    quantile of the means of ``resamples`` bootstrap resamples (percentile bootstrap, a fixed seed, vectorized).
-    NaN for no values."""
+    quantile of the bootstrap means (:func:`bench.reporting.intervals.bootstrap_means`; hierarchical over
+    ``groups``, the seeds, when given; a fixed resampling seed). NaN for no values."""
     v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if not len(v):
+    keep = np.isfinite(v)
+    if not keep.any():
         return float("nan")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(1)
-    return float(np.quantile(means, 1 - level))
+    g = None if groups is None else np.asarray(groups)[keep]
+    return float(np.quantile(bootstrap_means(v[keep], g, resamples=resamples, seed=seed)[:, 0], 1 - level))
 
 
 def _checked_stages(condition: str, stages: list[str]) -> list[str]:

@@ -1,7 +1,10 @@
 """Regression check: compare a leaderboard with a stored baseline (a leaderboard CSV): :func:`compare`.
 
 The command ``salbench-check`` is :mod:`bench.cli.check`. Rows are matched on (model, method), columns by name.
-Numeric columns compare with ``|current - baseline| <= atol`` (both missing counts as equal); text columns (the
+A numeric cell that has a 95% interval in the current leaderboard (its ``<column>_lo`` / ``<column>_hi``) has moved
+when the baseline's estimate lies outside that interval: run-to-run noise of the size the samples allow does not
+fail a check, a real change does; the bounds themselves are not compared. Other numeric cells, and every cell when
+``atol`` is given, compare with ``|current - baseline| <= atol`` (both missing counts as equal); text columns (the
 verdicts) must be equal. The derived counts ``passed`` / ``tests`` are not compared (their verdicts are). When ``RUN``
 is a folder and ``--metric`` is not given, the randomization metric is the baseline's (read from its
 ``rand/<mode>/<metric>/last`` column names).
@@ -17,7 +20,11 @@ import pandas as pd
 
 from bench.reporting.leaderboard import COUNT_COLUMNS, KEY
 
-__all__ = ["compare", "CheckReport", "Cell", "baseline_metric"]
+__all__ = ["compare", "CheckReport", "Cell", "baseline_metric", "DEFAULT_ATOL"]
+
+#: the tolerance of numeric cells that have no interval (and of all cells with ``atol``)
+DEFAULT_ATOL = 0.05
+BOUND_SUFFIXES = ("_lo", "_hi")
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ def _fmt(v: float) -> str:
 class CheckReport:
     """What differs between a leaderboard and its baseline; ``ok`` when nothing does."""
 
-    atol: float
+    atol: float | None
     moved: list[Cell] = field(default_factory=list)
     flipped: list[Cell] = field(default_factory=list)
     missing_rows: list[tuple[str, str]] = field(default_factory=list)
@@ -69,11 +76,17 @@ class CheckReport:
         return not (self.moved or self.flipped or self.missing_rows or self.new_rows or self.missing_columns
                     or self.new_columns)
 
+    @property
+    def rule(self) -> str:
+        if self.atol is None:
+            return f"the current 95% intervals (atol={DEFAULT_ATOL:g} where a cell has none)"
+        return f"atol={self.atol:g}"
+
     def __str__(self) -> str:
         if self.ok:
-            return (f"OK: the leaderboard matches the baseline within atol={self.atol:g} "
+            return (f"OK: the leaderboard matches the baseline within {self.rule} "
                     f"({self.compared_rows} rows x {self.compared_columns} columns compared)")
-        lines = [f"FAILED: {len(self.moved)} cell(s) moved beyond atol={self.atol:g}, {len(self.flipped)} "
+        lines = [f"FAILED: {len(self.moved)} cell(s) moved beyond {self.rule}, {len(self.flipped)} "
                  f"verdict(s) flipped ({self.compared_rows} rows x {self.compared_columns} columns compared)"]
         sections = [
             ("cells moved beyond the tolerance", [c.describe(True) for c in self.moved]),
@@ -96,9 +109,10 @@ def _is_numeric(current: pd.Series, baseline: pd.Series) -> bool:
     return numeric(current) and numeric(baseline)
 
 
-def compare(current: pd.DataFrame, baseline: pd.DataFrame, *, atol: float = 0.05) -> CheckReport:
-    """Compare two leaderboards (rows keyed by model and method): numeric cells that moved by more than
-    ``atol``, text cells (verdicts) that differ, rows and columns present on one side only."""
+def compare(current: pd.DataFrame, baseline: pd.DataFrame, *, atol: float | None = None) -> CheckReport:
+    """Compare two leaderboards (rows keyed by model and method): numeric cells that moved (outside the current
+    interval, or by more than ``atol`` when given or where a cell has no interval: the module docstring), text
+    cells (verdicts) that differ, rows and columns present on one side only."""
     for name, df in (("current", current), ("baseline", baseline)):
         missing = [k for k in KEY if k not in df.columns]
         if missing:
@@ -106,7 +120,7 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame, *, atol: float = 0.05
         dup = df.duplicated(KEY)
         if dup.any():
             raise ValueError(f"the {name} leaderboard has repeated rows: {df.loc[dup, KEY].values.tolist()}")
-    skip = set(KEY) | set(COUNT_COLUMNS)
+    skip = set(KEY) | set(COUNT_COLUMNS) | {c for c in current.columns if c.endswith(BOUND_SUFFIXES)}
     cur = current.assign(**{k: current[k].astype(str) for k in KEY}).set_index(KEY)
     base = baseline.assign(**{k: baseline[k].astype(str) for k in KEY}).set_index(KEY)
     report = CheckReport(atol=atol)
@@ -125,11 +139,20 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame, *, atol: float = 0.05
                 fb, fc = float(b), float(c)
                 if math.isnan(fb) and math.isnan(fc):
                     continue
-                if math.isnan(fb) or math.isnan(fc) or abs(fc - fb) > atol:
+                if math.isnan(fb) or math.isnan(fc) or _moved(fb, fc, cur, key, col, atol):
                     report.moved.append(Cell(*key, col, fb, fc))
             elif _text(b) != _text(c):
                 report.flipped.append(Cell(*key, col, _text(b), _text(c)))
     return report
+
+
+def _moved(base: float, cur: float, board: pd.DataFrame, key: tuple, col: str, atol: float | None) -> bool:
+    lo, hi = f"{col}_lo", f"{col}_hi"
+    if atol is None and lo in board.columns and hi in board.columns:
+        a, b = float(board.at[key, lo]), float(board.at[key, hi])
+        if not (math.isnan(a) or math.isnan(b)):
+            return not a - 1e-9 <= base <= b + 1e-9  # a degenerate interval (all samples equal): equality
+    return abs(cur - base) > (DEFAULT_ATOL if atol is None else atol)
 
 
 def _text(v: Any) -> str:

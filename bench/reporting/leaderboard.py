@@ -54,7 +54,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.results import read_tables
+from bench.core.results import CONTROL_REPEAT, is_control, read_tables
 from bench.core.scores import RANDOMIZATION_SCORE, get_score
 from bench.reporting.aggregate import (
     INCONCLUSIVE,
@@ -65,6 +65,7 @@ from bench.reporting.aggregate import (
     randomization_summary,
     randomization_verdicts,
 )
+from bench.reporting.intervals import bootstrap_means, percentile_interval
 
 __all__ = [
     "build_leaderboard",
@@ -110,12 +111,46 @@ def _model_labels(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _inv_verdict(ssim: float, exact: bool, ssim_threshold: float) -> str:
+def _inv_verdict(ssim: float, ssim_lo: float, exact: bool, ssim_threshold: float) -> str:
     if exact:
         return EXACT
     if ssim is None or math.isnan(ssim):
         return NA
-    return PASS if ssim >= ssim_threshold else FAIL
+    return PASS if ssim_lo >= ssim_threshold else FAIL
+
+
+def _cell_samples(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per-sample values behind every mean cell of the board: ``model, method, column, seed, sample, value``."""
+    parts = []
+    inv = table[(table.experiment == INVARIANCE) & (table.metric == "ssim")]
+    if len(inv):
+        parts.append(inv.assign(column=[inv_column(c, "ssim") for c in inv.condition]))
+    rand = table[(table.experiment == RANDOMIZATION) & (table.metric == metric)]
+    for (_, _, cond), g in rand.groupby(["model", "dataset", "condition"], sort=False):
+        stages = [s for s in dict.fromkeys(g.layer) if not is_control(s)]
+        if not stages:
+            continue
+        for layer, stat in ((stages[0], "top"), (stages[-1], "last"), (CONTROL_REPEAT, "repeat")):
+            parts.append(g[g.layer == layer].assign(column=rand_column(cond, stat, metric)))
+        auc = g[g.layer.isin(stages)].groupby(["model", "method", "seed", "sample"], as_index=False)["score"].mean()
+        parts.append(auc.assign(column=rand_column(cond, "auc", metric)))
+    if not parts:
+        return pd.DataFrame(columns=["model", "method", "column", "seed", "sample", "score"])
+    return pd.concat([p[["model", "method", "column", "seed", "sample", "score"]] for p in parts], ignore_index=True)
+
+
+def _intervals(table: pd.DataFrame, metric: str) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """``{(model, method, column): (lo, hi)}``: 95% bootstrap intervals of every mean cell, one vectorized
+    bootstrap per model (the cells of a model share its samples and seeds: a paired resampling)."""
+    cells = _cell_samples(table, metric)
+    out = {}
+    for model, g in cells.groupby("model", sort=False):
+        wide = g.pivot_table(index=["seed", "sample"], columns=["method", "column"], values="score", aggfunc="mean",
+                             dropna=False)
+        lo, hi = percentile_interval(bootstrap_means(wide.to_numpy(), wide.index.get_level_values("seed")))
+        for (method, column), a, b in zip(wide.columns, lo, hi, strict=True):
+            out[(model, method, column)] = (float(a), float(b))
+    return out
 
 
 def _overall(verdicts: Sequence[str]) -> str:
@@ -164,10 +199,11 @@ def build_leaderboard(
         for shift in shifts:
             sub = v.xs(shift, level="condition").reindex(idx)
             ssim = sub["ssim"].astype(float).to_numpy()
+            ssim_lo = sub["ssim_lo"].astype(float).to_numpy()
             exact = sub["exact"].fillna(False).astype(bool).to_numpy()
             board[inv_column(shift, "ssim")] = ssim
-            board[inv_column(shift, "verdict")] = [_inv_verdict(s, e, ssim_threshold)
-                                                   for s, e in zip(ssim, exact, strict=True)]
+            board[inv_column(shift, "verdict")] = [_inv_verdict(s, lo, e, ssim_threshold)
+                                                   for s, lo, e in zip(ssim, ssim_lo, exact, strict=True)]
             shift_cols.append(inv_column(shift, "verdict"))
 
     mode_cols: list[str] = []
@@ -191,6 +227,13 @@ def build_leaderboard(
             board[rand_column(mode, "auc", randomization_metric)] = sub["auc"].astype(float).to_numpy()
             board[rand_column(mode, "verdict")] = vsub["verdict"].fillna(NA).astype(str).to_numpy()
             mode_cols.append(rand_column(mode, "verdict"))
+
+    bounds = _intervals(table, randomization_metric)
+    for col in [c for c in board.columns if c.split("/")[-1] in ("ssim", "top", "last", "repeat", "auc")]:
+        pairs = [bounds.get((m, k, col), (math.nan, math.nan)) for m, k in zip(board.model, board.method, strict=True)]
+        at = board.columns.get_loc(col) + 1
+        board.insert(at, col + "_lo", [p[0] for p in pairs])
+        board.insert(at + 1, col + "_hi", [p[1] for p in pairs])
 
     per_test = board[shift_cols + mode_cols]
     board.insert(2, "passed", per_test.isin(PASSING).sum(axis=1).astype("int64"))

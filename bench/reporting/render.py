@@ -56,7 +56,12 @@ def _cell(board: pd.DataFrame, row: pd.Series, col: str) -> str:
         return f"{row['passed']}/{row['tests']}"
     value = row[col]
     if isinstance(value, float):
-        return "—" if math.isnan(value) else f"{value:.3f}"
+        if math.isnan(value):
+            return "—"
+        lo, hi = row.get(f"{col}_lo", math.nan), row.get(f"{col}_hi", math.nan)
+        if isinstance(lo, float) and isinstance(hi, float) and not (math.isnan(lo) or math.isnan(hi)):
+            return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+        return f"{value:.3f}"
     return str(value)
 
 
@@ -73,7 +78,9 @@ def _legend(settings: dict) -> str:
             "as similar to the reference map as its repeat and the fully randomized map stays that similar; "
             "`inconclusive` when fewer than 8 paired samples, no control, or the method is not repeatable (repeat < "
             "0.5); `fail` otherwise. `top` / `last`: mean at the first / last stage; AUC: mean over stages. "
-            "`invariance` / `randomization`: pass when every shift / "
+            "Brackets: 95% bootstrap intervals over samples (hierarchical over seeds; 1,000 resamples, fixed seed); "
+            "an invariance pass must hold for the interval's lower end. `invariance` / `randomization`: pass when "
+            "every shift / "
             "mode run passed. N/A: not run.")
 
 
