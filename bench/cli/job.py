@@ -50,6 +50,41 @@ def job_hash(config: MainConfig) -> str:
     return config_hash(cfg)
 
 
+#: config keys that change no score (where the results go, how the job runs, how verdicts are drawn from them)
+_NOT_RESULTS = ("train.cache_dir", "train.use_cache", "data.root", "data.download", "run.name", "run.tests",
+                "run.batch_size", "run.device", "run.progress", "run.figures", "run.keep_maps",
+                "invariance.ssim_threshold", "invariance.tolerance")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: "{}"}
+    return {prefix[:-1]: json.dumps(node) if isinstance(node, list) else node}
+
+
+def row_config(config: MainConfig, experiment: str, method: str, condition: str) -> dict[str, Any]:
+    """Everything that determines the scores of the rows of one (experiment, method, condition), flattened
+    (``train.lr``, ``method.params.n``, ``condition.mode`` ...): model, data, training recipe, samples and seed,
+    the method's entry (``method.*``) and the shift's or randomization's entry (``condition.*``), and the
+    invariance settings for invariance rows. Its hash is the rows' ``config_hash``: rows pool only when it is
+    equal (:mod:`bench.reporting.leaderboard`)."""
+    d = as_dict(config)
+    flat = {k: v for k, v in _flat({g: d[g] for g in ("model", "data", "train", "run")}).items()
+            if k not in _NOT_RESULTS}
+    if experiment == "input_invariance":
+        flat.update({k: v for k, v in _flat({"invariance": d["invariance"]}).items() if k not in _NOT_RESULTS})
+        flat.update(_flat({"condition": d["transform"].get(condition, {})}))
+    else:
+        flat.update(_flat({"condition": d["randomization"].get(condition, {})}))
+    entry = dict(d["method"].get(method) or {})
+    entry.pop("label", None)
+    flat.update(_flat({"method": entry}))
+    return flat
+
+
 def is_done(out: str | os.PathLike, chash: str) -> bool:
     """Whether ``out`` already holds a finished job with this config hash (resume after a crash)."""
     out = Path(out)
@@ -113,7 +148,7 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     summary: dict[str, Any] = {"model": cfg.model.name, "dataset": data.name, "test_acc": info["test_acc"],
                                "train_acc": info["train_acc"]}
     specs = method_specs(cfg.method)
-    labels = dict(model_name=cfg.model.name, config_hash=chash)
+    labels = dict(model_name=cfg.model.name)
     frames: list[pd.DataFrame] = []
     results: dict[str, Any] = {}
 
@@ -155,6 +190,12 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
                 record["tracebacks"][f"{m} / {label}"] = res.tracebacks[m]
 
     table = concat(frames)
+    if len(table):  # each row's config_hash: the configuration that produced it (never pooled with another one)
+        keys = table[["experiment", "method", "condition"]].drop_duplicates().itertuples(index=False)
+        configs = {tuple(k): row_config(cfg, *k) for k in keys}
+        hashes = {k: config_hash(c) for k, c in configs.items()}
+        table["config_hash"] = [hashes[k] for k in zip(table.experiment, table.method, table.condition, strict=True)]
+        record["row_configs"] = {hashes[k]: c for k, c in configs.items()}
     path = write_table(table, out)  # results first: figures and loggers are views of this table
     summary["results"] = str(path)
     summary["rows"] = len(table)

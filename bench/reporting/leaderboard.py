@@ -39,8 +39,11 @@ table per model. Within a model, ``sort="passed"`` (default) orders by the numbe
 (most first), then by method name; ``sort="method"`` by method name; any other column name sorts by that
 column, ascending (prefix ``-`` for descending), missing values last, ties by method name.
 
-Results of several jobs for the same (model, method, shift or mode) are pooled (e.g. seeds): the means
-run over all their samples.
+Rows pool only when they come from the same configuration (their ``config_hash``, the hash of everything that
+determines the scores: model, data and encoding, training recipe, samples and seed, method parameters, the shift's or
+randomization's settings; the post-processing and metric are part of the score's name). Results of several jobs for
+the same (model, method, shift or mode) under different configurations become separate rows, the model labelled by
+the keys that differ (``paper_mlp[train.lr=0.1]``; see ``_model_labels``).
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -104,11 +108,40 @@ def _ordered(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
     return [v for v in preferred if v in seen] + [v for v in seen if v not in preferred]
 
 
-def _model_labels(table: pd.DataFrame) -> pd.DataFrame:
-    """``model@dataset`` as the model label when some model was run on several datasets."""
-    if len(table) and table.groupby("model")["dataset"].nunique().max() > 1:
+def _model_labels(table: pd.DataFrame, configs: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """Model labels that never pool rows produced by different configurations.
+
+    ``model@dataset`` when some model was run on several datasets. Then, per model label, the rows of one
+    (method, experiment, condition) must share one ``config_hash``; where they do not, every row of that model is
+    labelled by the configuration keys that differ (``paper_mlp[train.lr=0.1]``, from ``configs``: hash ->
+    flattened config, as the jobs record them), or by its hash when the configs are unknown
+    (``paper_mlp[config=1a2b3c]``)."""
+    if not len(table):
+        return table
+    if table.groupby("model")["dataset"].nunique().max() > 1:
         table = table.assign(model=table["model"] + "@" + table["dataset"])
-    return table
+    configs = configs or {}
+    counts = table.groupby(["model", "method", "experiment", "condition"])["config_hash"].nunique()
+    conflicted = counts[counts > 1]
+    if not len(conflicted):
+        return table
+    labels = table["model"].copy()
+    for model in conflicted.index.get_level_values("model").unique():
+        rows = table["model"] == model
+        groups = table[rows].groupby(["method", "experiment", "condition"])["config_hash"].unique()
+        hashes = sorted(set(table.loc[rows, "config_hash"]))
+        if all(h in configs for h in hashes):
+            keys = sorted({k for hs in groups if len(hs) > 1 for k in _differing([configs[h] for h in hs])})
+            suffix = {h: ", ".join(f"{k}={configs[h].get(k, '-')}" for k in keys) for h in hashes}
+        else:
+            suffix = {h: f"config={h[:6] or '-'}" for h in hashes}
+        labels[rows] = [f"{model}[{suffix[h]}]" for h in table.loc[rows, "config_hash"]]
+    return table.assign(model=labels)
+
+
+def _differing(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    keys = set().union(*configs)
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
 
 
 def _inv_verdict(ssim: float, ssim_lo: float, exact: bool, ssim_threshold: float) -> str:
@@ -172,6 +205,7 @@ def build_leaderboard(
     randomization_metric: str = DEFAULT_METRIC,
     min_drop: float | None = None,
     sort: str = "passed",
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """One row per (model, method) from a long results table (see the module docstring for the columns,
     verdicts and thresholds). The settings are kept in ``board.attrs["settings"]``.
@@ -183,7 +217,7 @@ def build_leaderboard(
     min_drop = score.min_drop if min_drop is None else float(min_drop)
     ssim_threshold = get_score("ssim").invariant_at if ssim_threshold is None else ssim_threshold
     tolerance = get_score("max_rel_diff").invariant_at if tolerance is None else tolerance
-    table = _model_labels(table)
+    table = _model_labels(table, configs)
     inv_t = table[table["experiment"] == INVARIANCE]
     rand_t = table[table["experiment"] == RANDOMIZATION]
     keys = pd.concat([inv_t[KEY], rand_t[KEY]]).drop_duplicates()
@@ -301,6 +335,18 @@ def _overrides(job: Path) -> str:
     return " ".join(map(str, items)) if isinstance(items, list) else str(items)
 
 
+def read_row_configs(folders: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:
+    """``{config_hash: flattened config}`` of every row configuration the jobs under ``folders`` recorded
+    (``row_configs`` of their ``job.json``); unreadable records are skipped (their rows keep hash labels)."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in _unique_files(folders, "job.json"):
+        try:
+            out.update(json.loads(path.read_text()).get("row_configs") or {})
+        except (OSError, ValueError, AttributeError):
+            continue
+    return out
+
+
 def find_figures(folders: Iterable[str | os.PathLike]) -> list[Path]:
     """Every PNG file under ``folders`` (sorted, each once)."""
     return _unique_files(folders, "*.png")
@@ -331,7 +377,8 @@ def load_leaderboard(folders: Sequence[str | os.PathLike], *, figures: bool = Tr
     :func:`build_leaderboard`). Raises ``FileNotFoundError`` when there is no ``results.parquet``."""
     folders = list(dict.fromkeys(str(Path(f).resolve()) for f in folders))
     table = read_tables(folders).drop_duplicates()  # overlapping folders: each job's rows once
-    return Leaderboard(board=build_leaderboard(table, **kwargs), failed=find_failed_jobs(folders),
+    return Leaderboard(board=build_leaderboard(table, configs=read_row_configs(folders), **kwargs),
+                       failed=find_failed_jobs(folders),
                        figures=find_figures(folders) if figures else [], sources=folders)
 
 
