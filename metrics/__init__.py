@@ -10,6 +10,7 @@ float64) on the input's device, without Python loops over samples:
 - :func:`hog_features`, :func:`hog_similarity`: ``skimage.feature.hog``; Spearman of the features
 - :func:`topk_intersection`: shared fraction of the top-k positions by magnitude
 - :func:`normalize`: the sanity-checks paper's per-sample post-processing
+- :func:`histogram_entropy`: the entropy of each map's histogram of values (efficient MPRT)
 - :func:`count_nan` counts undefined scores (NaN)
 
 The harness decides which of these it computes, how maps are post-processed first, and what a score means
@@ -22,6 +23,7 @@ naming the metric and the count; pairs of different shapes raise ``ValueError`` 
 from __future__ import annotations
 
 from metrics._checks import count_nan
+from metrics.entropy import histogram_entropy
 from metrics.hog import hog_features, hog_similarity
 from metrics.normalize import MODES, batch_percentile, normalize
 from metrics.rank import (
@@ -40,6 +42,7 @@ __all__ = [
     "batch_percentile",
     "centred_ranks",
     "count_nan",
+    "histogram_entropy",
     "hog_features",
     "hog_similarity",
     "normalize",

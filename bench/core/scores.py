@@ -31,6 +31,9 @@ score                    normalization  what
                                         48 pixels or more, smaller ones use ``min(H, W) // 7``-pixel cells
 ``topk``                 raw            shared fraction of the top-10% positions of ``|a|`` summed over channels
 ``max_rel_diff``         raw            ``max|a - b| / max|a|`` (a distance: 0 = identical)
+``entropy_rise``         raw            ``(H(b) - H(a)) / H(a)``, ``H`` the entropy of a map's histogram of values
+                                        (100 bins over its own range): the efficient MPRT of Hedstroem et al.
+                                        (2024); higher = the randomized map is more disordered; NaN when ``H(a)=0``
 ======================== ============== =========================================================================
 
 This module imports no torch: reporting reads the registry without loading it. The built-in scores import
@@ -181,6 +184,11 @@ def _max_rel_diff(a, b):  # noqa: ANN001, ANN202
     return (diff / scale).masked_fill(diff == 0, 0.0)
 
 
+def _entropy_rise(a, b):  # noqa: ANN001, ANN202
+    ha, hb = a.entropy(), b.entropy()
+    return (hb - ha) / ha.masked_fill(ha == 0, float("nan"))
+
+
 for _score in (
     Score("ssim", _ssim("abs_p99"), description="SSIM of the absolute maps clipped at the 99th percentile"),
     Score("ssim_abs_max", _ssim("abs_max"), "abs_max", description="SSIM of |map| / max |map|"),
@@ -195,5 +203,7 @@ for _score in (
     Score("topk", _topk, "raw", description="shared fraction of the top-10% positions of |map|"),
     Score("max_rel_diff", _max_rel_diff, "raw", higher_is_similar=False, invariant_at=1e-3, min_drop=0.5,
           description="max|a - b| / max|a| of the raw maps (0 = identical)"),
+    Score("entropy_rise", _entropy_rise, "raw", higher_is_similar=False, invariant_at=0.01, min_drop=0.1,
+          description="relative rise of the histogram entropy from the first map to the second (efficient MPRT)"),
 ):
     register_score(_score)

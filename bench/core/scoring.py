@@ -51,6 +51,13 @@ class MapBatch:
             self._normalized[mode] = out
         return self._normalized[mode]
 
+    def entropy(self, bins: int = 100) -> Tensor:
+        """Entropy of each map's histogram of values (:func:`metrics.histogram_entropy`; computed once)."""
+        key = f"entropy:{bins}"
+        if key not in self._normalized:
+            self._normalized[key] = metrics.histogram_entropy(self.maps, bins)
+        return self._normalized[key]
+
     def ranks(self, mode: str) -> Tensor:
         """Centred ranks of :meth:`normalized` (:func:`metrics.centred_ranks`; computed once)."""
         if mode not in self._ranks:

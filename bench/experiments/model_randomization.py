@@ -34,10 +34,10 @@ import copy
 import dataclasses
 import logging
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional  # noqa: UP035  (OmegaConf reads RandomizationSpec as a config entry)
+from typing import Any, List, Optional  # noqa: UP035  (OmegaConf reads RandomizationSpec as a config entry)
 
 import pandas as pd
 import torch
@@ -81,6 +81,12 @@ class RandomizationSpec:
     ``seed`` permutes the labels, ``epochs``/``lr`` override the training of
     :data:`~bench.experiments.label_randomization.LABEL_TRAIN`, and the permuted labels must be fitted to at least
     ``min_train_acc``.
+
+    The MPRT family of Hedstroem et al. (2023, 2024): ``smooth_samples > 0`` makes it the *smooth MPRT*: every map
+    (trained, controls, stages) is the mean of the method's maps of ``smooth_samples`` noisy copies of the input
+    (Gaussian, std ``smooth_noise`` times the width of the data domain; the same noise for every model, a fixed
+    seed), which removes the noise of gradient-like maps before they are compared. ``scores`` adds registered
+    scores to the run's for this test only: ``[entropy_rise]`` with ``mode: bottom_up`` is the *efficient MPRT*.
     """
 
     mode: RandomizationMode = RandomizationMode.cascading
@@ -91,6 +97,9 @@ class RandomizationSpec:
     epochs: Optional[int] = None  # noqa: UP045
     lr: Optional[float] = None  # noqa: UP045
     min_train_acc: float = 0.5
+    smooth_samples: int = 0
+    smooth_noise: float = 0.1
+    scores: List[str] = field(default_factory=list)  # noqa: UP006
 
 
 def _value(v: object) -> str:
@@ -139,6 +148,28 @@ def _repeat_spec(spec: MethodSpec) -> MethodSpec:
     return dataclasses.replace(spec, params={**spec.params, "seed": int(spec.params.get("seed", 0)) + 1})
 
 
+class Smoothed:
+    """``explainer`` averaged over ``n`` noisy copies of its input: ``mean_k explainer(x + sigma * e_k)``, the
+    noise ``e_k`` drawn on the CPU from a generator seeded with ``seed`` at every call (the same noise for every
+    model and every call on the same batch shape)."""
+
+    def __init__(self, explainer: object, n: int, sigma: float, seed: int = 0) -> None:
+        if n < 1 or not sigma >= 0:
+            raise ValueError(f"smooth MPRT needs smooth_samples >= 1 and smooth_noise >= 0, got {n}, {sigma}")
+        self.explainer, self.n, self.sigma, self.seed = explainer, int(n), float(sigma), seed
+
+    def __call__(self, x: Tensor, target: Tensor | None = None) -> Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        total = torch.zeros_like(x)
+        for _ in range(self.n):
+            noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+            total += self.explainer(x + self.sigma * noise, target)
+        return total / self.n
+
+    def __repr__(self) -> str:
+        return f"Smoothed({self.explainer!r}, n={self.n}, sigma={self.sigma:g})"
+
+
 def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` itself when all its tensors are on ``device``, else a copy moved there (never moves ``model``)."""
     tensors = list(model.parameters()) + list(model.buffers())
@@ -149,7 +180,8 @@ def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _controls(specs: Sequence[MethodSpec], ref: Mapping[str, MapBatch], x: Tensor, target: Tensor,
               reference: nn.Module, trained: nn.Module | None, domain: tuple[float, float], fit: list,
-              names: Sequence[str], bs: int, result: RandomizationResult) -> list[tuple[dict, dict[str, Tensor]]]:
+              names: Sequence[str], bs: int, result: RandomizationResult,
+              build: Callable[..., Any] = make_explainer) -> list[tuple[dict, dict[str, Tensor]]]:
     """The control rows of every method still running (see the module docstring): the repeat of the
     ``reference`` model's maps ``ref``, the input-only nulls, and (label test) the trained model's maps."""
     rows: list[tuple[dict, dict[str, Tensor]]] = []
@@ -159,14 +191,13 @@ def _controls(specs: Sequence[MethodSpec], ref: Mapping[str, MapBatch], x: Tenso
             continue
         try:
             with eval_mode(reference):
-                again = explain_all(make_explainer(_repeat_spec(ms), reference, domain=domain, fit_data=fit), x,
-                                    target, bs)
+                again = explain_all(build(_repeat_spec(ms), reference, domain=domain, fit_data=fit), x, target, bs)
             rows.append(({"method": ms.label, "layer": CONTROL_REPEAT}, score_maps(ref[ms.label], again, names)))
             for layer, null in nulls.items():
                 rows.append(({"method": ms.label, "layer": layer}, score_maps(ref[ms.label], null, names)))
             if trained is not None:
                 with eval_mode(trained):
-                    maps = explain_all(make_explainer(ms, trained, domain=domain, fit_data=fit), x, target, bs)
+                    maps = explain_all(build(ms, trained, domain=domain, fit_data=fit), x, target, bs)
                 rows.append(({"method": ms.label, "layer": CONTROL_RETRAINED}, score_maps(ref[ms.label], maps, names)))
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.fail(ms.label, "controls", err)
@@ -217,6 +248,15 @@ def model_randomization(
     if retrained_model is not None and mode != "labels":
         raise ValueError(f"retrained_model is the label test's control; mode {mode!r} takes none")
     specs = method_specs(methods)
+    names = list(dict.fromkeys([*scoring.names, *spec.scores]))
+    if spec.smooth_samples:
+        mode_label = f"{mode}+smooth"
+        sigma = spec.smooth_noise * (data.domain[1] - data.domain[0])
+
+        def build(ms: MethodSpec, m: nn.Module, **kw: object) -> Smoothed:
+            return Smoothed(make_explainer(ms, m, **kw), spec.smooth_samples, sigma, seed=run.seed)
+    else:
+        mode_label, build = mode, make_explainer
     device = torch.device(run.device)
     trained = _on_device(model, device)
     other = retrained = None
@@ -229,9 +269,9 @@ def model_randomization(
     before = fingerprint(trained)
     x = data.x_test[: run.n_samples].to(device)
     bs = run.batch_size
-    score_maps(x[:2], x[:2], scoring.names)  # fail fast on a bad score
+    score_maps(x[:2], x[:2], names)  # fail fast on a bad score
     fit = fit_loader(data.x_train[: run.fit_samples].to(device), data.y_train[: run.fit_samples].to(device))
-    result = RandomizationResult(table=pd.DataFrame(), mode=mode, inputs=x[: run.keep_maps].cpu())
+    result = RandomizationResult(table=pd.DataFrame(), mode=mode_label, inputs=x[: run.keep_maps].cpu())
     scored: list[tuple[dict, dict[str, Tensor]]] = []  # one table at the end
 
     target = predict(trained, x, bs)
@@ -244,14 +284,14 @@ def model_randomization(
     for ms in specs:
         try:
             with eval_mode(reference):
-                maps = explain_all(make_explainer(ms, reference, domain=data.domain, fit_data=fit), x, target, bs)
+                maps = explain_all(build(ms, reference, domain=data.domain, fit_data=fit), x, target, bs)
             ref[ms.label] = MapBatch(maps)
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.fail(ms.label, "trained model" if retrained is None else "retrained control", err)
             continue
         result.maps[ms.label] = [maps[: run.keep_maps].cpu()]
     scored += _controls(specs, ref, x, target, reference, trained if retrained is not None else None, data.domain,
-                        fit, scoring.names, bs, result)
+                        fit, names, bs, result, build)
 
     if other is not None:
         stage_iter: Iterator[tuple[str, nn.Module]] = iter([(LABEL_STAGE, other)])
@@ -268,9 +308,9 @@ def model_randomization(
                         continue
                     bar.set_postfix(stage=stage, method=ms.label)
                     try:
-                        explainer = make_explainer(ms, stage_model, domain=data.domain, fit_data=fit)
+                        explainer = build(ms, stage_model, domain=data.domain, fit_data=fit)
                         maps = explain_all(explainer, x, target, bs)
-                        scores = score_maps(ref[ms.label], maps, scoring.names)
+                        scores = score_maps(ref[ms.label], maps, names)
                     except Exception as err:  # noqa: BLE001
                         result.fail(ms.label, f"stage {stage}", err)
                         continue
@@ -286,6 +326,6 @@ def model_randomization(
     if moved:
         raise RuntimeError(f"the trained model changed during the sanity checks: {len(moved)} tensors "
                            f"({', '.join(moved[:5])})")
-    result.table = score_table(scored, experiment=EXPERIMENT, model=model_name, dataset=data.name, condition=mode,
+    result.table = score_table(scored, experiment=EXPERIMENT, model=model_name, dataset=data.name, condition=mode_label,
                                seed=run.seed, config_hash=config_hash)
     return result
