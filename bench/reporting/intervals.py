@@ -41,7 +41,10 @@ def bootstrap_weights(groups: np.ndarray, resamples: int = RESAMPLES, seed: int 
     w = np.zeros((resamples, n))
     for g in range(len(labels)):
         rows = np.flatnonzero(inverse == g)
-        w[:, rows] = rng.multinomial(draws[:, g] * len(rows), np.full(len(rows), 1 / len(rows)))
+        k = len(rows)
+        owner = np.repeat(np.arange(resamples), draws[:, g] * k)  # resample b draws this group's rows c_b * k times
+        idx = owner * k + rng.integers(0, k, size=len(owner))
+        w[:, rows] = np.bincount(idx, minlength=resamples * k).reshape(resamples, k)
     return w
 
 
