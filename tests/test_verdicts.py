@@ -202,3 +202,21 @@ def test_known_answers_paper_mlp_cascading(trained_mlp, mnist):
     # Guided Backprop survives the randomization of the top layer: its verdict fails there
     assert v.loc["guided_backprop", "verdict"] == "fail" and v.loc["guided_backprop", "top"] > 0.7
     assert v.loc["gradient_x_input", "verdict"] != "pass"
+
+
+def test_several_seeds_each_row_records_its_seed_and_the_verdict_pairs_per_seed(toy_data):
+    data = _sparse_toy(toy_data)
+    torch.manual_seed(0)
+    model = create_model("small_cnn", (1, 12, 12), 3, channels=(4, 6), hidden=12).eval()
+    res = model_randomization(model, data, [MethodSpec("gradient", "gradient")], "cascading",
+                              run=RunSettings(n_samples=16, seeds=3, seed=5), scoring=ScoreSettings(["ssim"]))
+    stages = res.table[~res.table.layer.str.startswith("control:")]
+    assert set(stages.seed) == {5, 6, 7} and len(stages) == 3 * 16 * len(res.stages)
+    assert set(res.table[res.table.layer == CONTROL_REPEAT].seed) == {5}  # controls do not depend on the seed
+    one = stages[(stages.seed == 5) & (stages.layer == res.stages[0])].score.to_numpy()
+    two = stages[(stages.seed == 6) & (stages.layer == res.stages[0])].score.to_numpy()
+    assert not np.allclose(one, two)  # other weights, other maps
+    v = randomization_verdicts(res.table).iloc[0]
+    assert v.n == 3 * 16 and v.verdict in ("pass", "fail")
+    with pytest.raises(ValueError, match="run.seeds must be >= 1"):
+        model_randomization(model, data, ["gradient"], "cascading", run=RunSettings(seeds=0))

@@ -35,6 +35,7 @@ class RunSettings:
     fit_samples: int = 2000
     device: str = "cpu"
     seed: int = 0
+    seeds: int = 1
     progress: bool = False
     figures: bool = True
     keep_maps: int = 4

@@ -242,6 +242,8 @@ def model_randomization(
     run, scoring = run or RunSettings(), scoring or ScoreSettings()
     if mode not in MODES:
         raise ValueError(f"unknown randomization mode {mode!r}; accepted: {', '.join(MODES)}")
+    if run.seeds < 1:
+        raise ValueError(f"run.seeds must be >= 1 (re-initialization seeds per test), got {run.seeds}")
     if (mode == "labels") != (random_label_model is not None):
         raise ValueError("mode 'labels' needs random_label_model (see train_on_permuted_labels), "
                          f"and only that mode takes one (mode {mode!r})")
@@ -293,35 +295,40 @@ def model_randomization(
     scored += _controls(specs, ref, x, target, reference, trained if retrained is not None else None, data.domain,
                         fit, names, bs, result, build)
 
-    if other is not None:
-        stage_iter: Iterator[tuple[str, nn.Module]] = iter([(LABEL_STAGE, other)])
-    else:
-        stage_iter = randomized(trained, mode, example=x[:2], granularity=_value(spec.granularity), seed=run.seed,
-                                init=spec.init, stages=spec.stages, verify_trained=False)
-    bar = tqdm(desc=f"randomization ({mode})", disable=not run.progress, leave=False)
-    try:
-        for stage, stage_model in stage_iter:
-            result.stages.append(stage)
-            with eval_mode(stage_model):
-                for ms in specs:
-                    if ms.label in result.errors:
-                        continue
-                    bar.set_postfix(stage=stage, method=ms.label)
-                    try:
-                        explainer = build(ms, stage_model, domain=data.domain, fit_data=fit)
-                        maps = explain_all(explainer, x, target, bs)
-                        scores = score_maps(ref[ms.label], maps, names)
-                    except Exception as err:  # noqa: BLE001
-                        result.fail(ms.label, f"stage {stage}", err)
-                        continue
-                    scored.append(({"method": ms.label, "layer": stage}, scores))
-                    result.maps[ms.label].append(maps[: run.keep_maps].cpu())
-            bar.update()
-    finally:
-        bar.close()
-        close = getattr(stage_iter, "close", None)
-        if close is not None:
-            close()
+    seeds = [run.seed] if other is not None else [run.seed + k for k in range(run.seeds)]
+    for seed in seeds:  # several re-initialization seeds: every stage row records its seed
+        first = seed == seeds[0]
+        if other is not None:
+            stage_iter: Iterator[tuple[str, nn.Module]] = iter([(LABEL_STAGE, other)])
+        else:
+            stage_iter = randomized(trained, mode, example=x[:2], granularity=_value(spec.granularity), seed=seed,
+                                    init=spec.init, stages=spec.stages, verify_trained=False)
+        bar = tqdm(desc=f"randomization ({mode}, seed {seed})", disable=not run.progress, leave=False)
+        try:
+            for stage, stage_model in stage_iter:
+                if first:
+                    result.stages.append(stage)
+                with eval_mode(stage_model):
+                    for ms in specs:
+                        if ms.label in result.errors:
+                            continue
+                        bar.set_postfix(stage=stage, method=ms.label)
+                        try:
+                            explainer = build(ms, stage_model, domain=data.domain, fit_data=fit)
+                            maps = explain_all(explainer, x, target, bs)
+                            scores = score_maps(ref[ms.label], maps, names)
+                        except Exception as err:  # noqa: BLE001
+                            result.fail(ms.label, f"stage {stage}" + ("" if first else f" (seed {seed})"), err)
+                            continue
+                        scored.append(({"method": ms.label, "layer": stage, "seed": seed}, scores))
+                        if first:  # the figures show the first seed
+                            result.maps[ms.label].append(maps[: run.keep_maps].cpu())
+                bar.update()
+        finally:
+            bar.close()
+            close = getattr(stage_iter, "close", None)
+            if close is not None:
+                close()
     moved = changed(before, fingerprint(trained))
     if moved:
         raise RuntimeError(f"the trained model changed during the sanity checks: {len(moved)} tensors "

@@ -143,29 +143,31 @@ def randomization_verdicts(
     t = table[(table.experiment == RANDOMIZATION) & (table.metric == metric)]
     rows = []
     for (model, dataset, cond, method), g in t.groupby(["model", "dataset", "condition", "method"], sort=False):
-        wide = g.pivot_table(index="sample", columns="layer", values="score", aggfunc="first", dropna=False)
+        # controls: per sample (they do not depend on the re-initialization seed); stages: per (seed, sample)
+        ctrl = g[g.layer.map(is_control)].pivot_table(index="sample", columns="layer", values="score",
+                                                      aggfunc="mean", dropna=False)
         stages = [s for s in dict.fromkeys(g.layer) if not is_control(s)]
         checked = _checked_stages(str(cond), stages)
         labels = "labels" in str(cond)
-
-        def col(layer: str, wide: pd.DataFrame = wide) -> pd.Series:
-            return wide[layer] if layer in wide.columns else pd.Series(np.nan, index=wide.index)
-
-        repeat = col(CONTROL_REPEAT)
-        nulls = [col(n) for n in _NULLS if n in wide.columns]
+        repeat = ctrl[CONTROL_REPEAT] if CONTROL_REPEAT in ctrl.columns else pd.Series(dtype=float)
+        nulls = [ctrl[n] for n in _NULLS if n in ctrl.columns]
         null = (pd.concat(nulls, axis=1).max(axis=1) if sign > 0 else pd.concat(nulls, axis=1).min(axis=1)) \
-            if nulls else pd.Series(np.nan, index=wide.index)
-        drops = [sign * (repeat - col(s)) for s in checked]
-        n = min([int(d.notna().sum()) for d in drops], default=0)
-        stats = [(float(d.mean()), lower_bound(d.to_numpy())) for d in drops]
+            if nulls else pd.Series(dtype=float)
+        stats, n = [], []
+        for stage in checked:  # the paired drop per (seed, sample), its bound hierarchical over the seeds
+            st = g[g.layer == stage]
+            d = sign * (repeat.reindex(st["sample"]).to_numpy() - st["score"].to_numpy())
+            n.append(int(np.isfinite(d).sum()))
+            stats.append((float(np.nanmean(d)) if n[-1] else float("nan"), lower_bound(d, st["seed"].to_numpy())))
         drop, drop_lcb = min(stats, key=lambda x: x[1], default=(float("nan"), float("nan")))
         row = dict(model=model, dataset=dataset, condition=cond, method=method, metric=metric,
                    repeat=float(repeat.mean()), null=float(null.mean()),
-                   top=float(col(stages[0]).mean()) if stages else float("nan"),
-                   last=float(col(stages[-1]).mean()) if stages else float("nan"), drop=drop, drop_lcb=drop_lcb, n=n)
+                   top=float(g.score[g.layer == stages[0]].mean()) if stages else float("nan"),
+                   last=float(g.score[g.layer == stages[-1]].mean()) if stages else float("nan"), drop=drop,
+                   drop_lcb=drop_lcb, n=min(n, default=0))
         row["verdict"], row["reason"] = _decide(row, score, min_drop, min_samples, min_repeatability, input_share,
                                                 margin, int(repeat.notna().sum()),
-                                                labels and CONTROL_RETRAINED not in wide.columns)
+                                                labels and CONTROL_RETRAINED not in ctrl.columns)
         rows.append(row)
     return pd.DataFrame(rows, columns=["model", "dataset", "condition", "method", "metric", "verdict", "reason",
                                        "repeat", "null", "top", "last", "drop", "drop_lcb", "n"])
