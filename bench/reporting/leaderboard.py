@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.core.results import CONTROL_REPEAT, is_control, read_tables
@@ -73,6 +74,9 @@ from bench.reporting.intervals import bootstrap_means, percentile_interval
 
 __all__ = [
     "build_leaderboard",
+    "bootstraps",
+    "compare_methods",
+    "rank_intervals",
     "sort_leaderboard",
     "find_failed_jobs",
     "find_figures",
@@ -172,17 +176,89 @@ def _cell_samples(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.concat([p[["model", "method", "column", "seed", "sample", "score"]] for p in parts], ignore_index=True)
 
 
-def _intervals(table: pd.DataFrame, metric: str) -> dict[tuple[str, str, str], tuple[float, float]]:
-    """``{(model, method, column): (lo, hi)}``: 95% bootstrap intervals of every mean cell, one vectorized
-    bootstrap per model (the cells of a model share its samples and seeds: a paired resampling)."""
+def bootstraps(table: pd.DataFrame, metric: str = DEFAULT_METRIC) -> dict[str, pd.DataFrame]:
+    """``{model label: DataFrame[resamples, (method, column)]}``: the bootstrap distribution of every mean cell of
+    the board (:func:`bench.reporting.intervals.bootstrap_means`), one paired resampling per model (its cells
+    share the samples and seeds), so that differences and ranks between methods keep their pairing. ``table``:
+    the results table with its model labels (:func:`build_leaderboard` applies them)."""
     cells = _cell_samples(table, metric)
     out = {}
     for model, g in cells.groupby("model", sort=False):
         wide = g.pivot_table(index=["seed", "sample"], columns=["method", "column"], values="score", aggfunc="mean",
                              dropna=False)
-        lo, hi = percentile_interval(bootstrap_means(wide.to_numpy(), wide.index.get_level_values("seed")))
-        for (method, column), a, b in zip(wide.columns, lo, hi, strict=True):
+        boot = bootstrap_means(wide.to_numpy(), wide.index.get_level_values("seed"))
+        out[model] = pd.DataFrame(boot, columns=wide.columns)
+    return out
+
+
+def _intervals(boots: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """``{(model, method, column): (lo, hi)}``: the 95% percentile intervals of :func:`bootstraps`."""
+    out = {}
+    for model, boot in boots.items():
+        lo, hi = percentile_interval(boot.to_numpy())
+        for (method, column), a, b in zip(boot.columns, lo, hi, strict=True):
             out[(model, method, column)] = (float(a), float(b))
+    return out
+
+
+def _better_is_higher(column: str) -> bool | None:
+    """Which way a column is better: invariance SSIM up; randomization similarities down (more change);
+    the repeatability control has no better side."""
+    stat = column.split("/")[-1]
+    if column.startswith("inv/"):
+        return True
+    if stat in ("top", "last", "auc"):
+        return not get_score(column.split("/")[-2]).higher_is_similar
+    return None
+
+
+def compare_methods(table: pd.DataFrame, a: str, b: str, *, metric: str = DEFAULT_METRIC,
+                    configs: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """Paired comparison of methods ``a`` and ``b`` on every mean cell both have: per (model, column), both
+    estimates, the difference ``a - b`` with its 95% interval (the same resamples for both: paired) and
+    ``p_a_better``, the share of resamples in which ``a`` is better (invariance SSIM higher; randomization
+    similarities lower). Raises ``ValueError`` naming the methods when one is not in the table."""
+    table = _model_labels(table, configs)
+    known = set(table.method)
+    missing = [m for m in (a, b) if m not in known]
+    if missing:
+        raise ValueError(f"no results for method(s) {missing}; the table has {', '.join(sorted(known))}")
+    rows = []
+    for model, boot in bootstraps(table, metric).items():
+        for column in dict.fromkeys(c for _, c in boot.columns):
+            better_high = _better_is_higher(column)
+            if (a, column) not in boot.columns or (b, column) not in boot.columns or better_high is None:
+                continue
+            da, db = boot[(a, column)].to_numpy(), boot[(b, column)].to_numpy()
+            diff = da - db
+            lo, hi = percentile_interval(diff[:, None])
+            ok = np.isfinite(diff)
+            wins = (diff[ok] > 0) if better_high else (diff[ok] < 0)
+            rows.append(dict(model=model, column=column, a=a, b=b, estimate_a=float(np.nanmean(da)),
+                             estimate_b=float(np.nanmean(db)), diff=float(np.nanmean(diff)), diff_lo=float(lo[0]),
+                             diff_hi=float(hi[0]), p_a_better=float(wins.mean()) if ok.any() else float("nan")))
+    return pd.DataFrame(rows, columns=["model", "column", "a", "b", "estimate_a", "estimate_b", "diff", "diff_lo",
+                                       "diff_hi", "p_a_better"])
+
+
+def rank_intervals(boots: Mapping[str, pd.DataFrame], column: str) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """``{(model, method): (rank, lo, hi)}`` by ``column`` (1 = best, in its better direction): the rank of the
+    estimate and the 95% interval of the ranks over the bootstrap resamples (ranked within each resample)."""
+    better_high = _better_is_higher(column)
+    out = {}
+    if better_high is None:
+        return out
+    for model, boot in boots.items():
+        methods = [m for m, c in boot.columns if c == column]
+        if not methods:
+            continue
+        values = boot[[(m, column) for m in methods]].to_numpy()
+        key = -values if better_high else values
+        ranks = pd.DataFrame(key).rank(axis=1, method="average").to_numpy()  # per resample, NaN stays NaN
+        point = pd.Series(np.nanmean(key, axis=0)).rank(method="average").to_numpy()
+        lo, hi = percentile_interval(ranks)
+        for m, r, a, b in zip(methods, point, lo, hi, strict=True):
+            out[(model, m)] = (float(r), float(a), float(b))
     return out
 
 
@@ -206,6 +282,7 @@ def build_leaderboard(
     min_drop: float | None = None,
     sort: str = "passed",
     configs: Mapping[str, Mapping[str, Any]] | None = None,
+    rank_by: str | None = None,
 ) -> pd.DataFrame:
     """One row per (model, method) from a long results table (see the module docstring for the columns,
     verdicts and thresholds). The settings are kept in ``board.attrs["settings"]``.
@@ -262,12 +339,23 @@ def build_leaderboard(
             board[rand_column(mode, "verdict")] = vsub["verdict"].fillna(NA).astype(str).to_numpy()
             mode_cols.append(rand_column(mode, "verdict"))
 
-    bounds = _intervals(table, randomization_metric)
+    boots = bootstraps(table, randomization_metric)
+    bounds = _intervals(boots)
     for col in [c for c in board.columns if c.split("/")[-1] in ("ssim", "top", "last", "repeat", "auc")]:
         pairs = [bounds.get((m, k, col), (math.nan, math.nan)) for m, k in zip(board.model, board.method, strict=True)]
         at = board.columns.get_loc(col) + 1
         board.insert(at, col + "_lo", [p[0] for p in pairs])
         board.insert(at + 1, col + "_hi", [p[1] for p in pairs])
+
+    if rank_by is not None:
+        if rank_by not in board.columns or _better_is_higher(rank_by) is None:
+            usable = [c for c in board.columns if "/" in c and not c.endswith(("_lo", "_hi", "verdict"))
+                      and _better_is_higher(c) is not None]
+            raise ValueError(f"cannot rank by {rank_by!r}: use a mean column with a better side: {', '.join(usable)}")
+        ranks = rank_intervals(boots, rank_by)
+        triples = [ranks.get((m, k), (math.nan,) * 3) for m, k in zip(board.model, board.method, strict=True)]
+        for i, suffix in enumerate(("", "_lo", "_hi")):
+            board[f"rank/{rank_by}{suffix}"] = [t[i] for t in triples]
 
     per_test = board[shift_cols + mode_cols]
     board.insert(2, "passed", per_test.isin(PASSING).sum(axis=1).astype("int64"))

@@ -23,7 +23,7 @@ from bench.reporting.leaderboard import (
     rand_column,
 )
 
-__all__ = ["to_markdown", "to_html", "write_leaderboard", "read_leaderboard_csv", "FORMATS"]
+__all__ = ["to_markdown", "to_html", "write_leaderboard", "read_leaderboard_csv", "comparison_markdown", "FORMATS"]
 
 FORMATS = ("md", "csv", "html")
 FILE_STEM = "leaderboard"
@@ -48,7 +48,25 @@ def _groups(board: pd.DataFrame) -> list[tuple[str, list[tuple[str, str]]]]:
             cols = [(rand_column(mode, "repeat", metric), "repeat"), (rand_column(mode, "top", metric), "top"),
                     (col, "last"), (rand_column(mode, "auc", metric), "AUC"), (rand_column(mode, "verdict"), "verdict")]
             groups.append((f"{mode} ({metric})", [(c, sub) for c, sub in cols if c in board.columns]))
+    for col in board.columns:
+        if col.startswith("rank/") and not col.endswith(("_lo", "_hi")):
+            groups.append((f"rank by {col[len('rank/'):]}", [(col, "rank")]))
     return groups
+
+
+def comparison_markdown(comparison: pd.DataFrame) -> str:
+    """A paired comparison (:func:`bench.reporting.leaderboard.compare_methods`) as a Markdown table."""
+    from tabulate import tabulate
+
+    if not len(comparison):
+        return "No cell holds both methods."
+    a, b = comparison["a"].iloc[0], comparison["b"].iloc[0]
+    body = [[r.model, r.column, f"{r.estimate_a:.3f}", f"{r.estimate_b:.3f}",
+             f"{r.diff:+.3f} [{r.diff_lo:+.3f}, {r.diff_hi:+.3f}]", f"{r.p_a_better:.3f}"]
+            for r in comparison.itertuples()]
+    head = ["model", "cell", a, b, f"{a} - {b} [95% interval]", f"P({a} better)"]
+    return "\n".join([f"# {a} vs {b} (paired bootstrap)", "",
+                      tabulate(body, head, tablefmt="github", disable_numparse=True), ""])
 
 
 def _cell(board: pd.DataFrame, row: pd.Series, col: str) -> str:
@@ -59,9 +77,10 @@ def _cell(board: pd.DataFrame, row: pd.Series, col: str) -> str:
         if math.isnan(value):
             return "—"
         lo, hi = row.get(f"{col}_lo", math.nan), row.get(f"{col}_hi", math.nan)
+        fmt = "g" if col.startswith("rank/") else ".3f"
         if isinstance(lo, float) and isinstance(hi, float) and not (math.isnan(lo) or math.isnan(hi)):
-            return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
-        return f"{value:.3f}"
+            return f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+        return f"{value:{fmt}}"
     return str(value)
 
 
