@@ -314,21 +314,33 @@ for _rule in RULES:
 class DTDZBox(LRP):
     """Deep Taylor Decomposition (Montavon et al. 2017): zB rule on the first layer, z+ above.
 
-    The zB bounds are the data domain ``low`` / ``high`` (they move with a shifted encoding).
+    The zB bounds are the data domain ``low`` / ``high``: numbers, or tensors shaped like one input (per-element
+    bounds; zennit broadcasts them). ``bounds``: how a harness that moves the data gives them: ``"pixel"`` (per
+    element: the input-invariance harness moves them with the shift, ``low + m``, ``high + m``, which makes zB
+    exactly invariant) or ``"hull"`` (two numbers: the hull of the moved domain, ``low + min m``, ``high + max m``).
     """
 
     method_name = "dtd_zbox"
+    accepts_pixel_bounds = True
 
-    def __init__(self, model: nn.Module, *, canonizers: Sequence[Canonizer] | None = None, low: float = 0.0,
-                 high: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, *, canonizers: Sequence[Canonizer] | None = None,
+                 low: float | Tensor = 0.0, high: float | Tensor = 1.0, bounds: str = "pixel") -> None:
+        if bounds not in ("pixel", "hull"):
+            raise ValueError(f"dtd_zbox: bounds must be 'pixel' or 'hull', got {bounds!r}")
+        self.bounds = bounds
         super().__init__(model, rule="zplus", canonizers=canonizers, low=low, high=high)
 
     def composite(self, x: Tensor) -> Composite:
         return SpecialFirstLayerMapComposite(
             layer_map=_base_map() + [(LinearTypes, ZPlus())],
-            first_map=[(LinearTypes, ZBox(low=self.low, high=self.high))],
+            first_map=[(LinearTypes, ZBox(low=_like(self.low, x), high=_like(self.high, x)))],
             canonizers=self.canonizers,
         )
+
+
+def _like(bound: float | Tensor, x: Tensor) -> float | Tensor:
+    """A bound on ``x``'s device and dtype (numbers stay numbers)."""
+    return bound.to(x) if isinstance(bound, Tensor) else bound
 
 
 # zennit composites that modify gradients rather than propagate relevance have their own methods

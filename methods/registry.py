@@ -162,14 +162,21 @@ class BaseExplainer:
 
     needs_fit: bool = False
 
-    def __init__(self, model: nn.Module, *, low: float = 0.0, high: float = 1.0) -> None:
+    #: whether ``low`` / ``high`` may be tensors shaped like one input (per-element bounds), not only numbers
+    accepts_pixel_bounds: bool = False
+
+    def __init__(self, model: nn.Module, *, low: float | Tensor = 0.0, high: float | Tensor = 1.0) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"{type(self).__name__} needs a torch.nn.Module, got {type(model).__name__}")
-        if not float(low) < float(high):
-            raise ValueError(f"the data domain needs low < high, got low={low}, high={high}")
+        tensors = isinstance(low, Tensor) and low.numel() > 1 or isinstance(high, Tensor) and high.numel() > 1
+        if tensors and not self.accepts_pixel_bounds:
+            raise ValueError(f"{type(self).__name__} takes the data domain as two numbers, got tensor bounds")
+        lo_t, hi_t = torch.as_tensor(low, dtype=torch.float64), torch.as_tensor(high, dtype=torch.float64)
+        if not bool((lo_t < hi_t).all()):
+            raise ValueError(f"the data domain needs low < high everywhere, got low={low}, high={high}")
         self.model = model
-        self.low = float(low)
-        self.high = float(high)
+        self.low = low.detach() if tensors and isinstance(low, Tensor) else float(low)
+        self.high = high.detach() if tensors and isinstance(high, Tensor) else float(high)
 
     def __call__(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim < 2:

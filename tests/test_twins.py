@@ -110,14 +110,15 @@ def test_linear_without_bias_gets_one():
 
 def test_unsupported_first_layer_is_named():
     model = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(9, 2))
-    with pytest.raises(ValueError, match=r"'0' is a BatchNorm2d; supported first layers: Linear, Conv2d"):
+    expected = r"'0' is a BatchNorm2d; supported first layers: Linear, Conv1d, Conv2d, Conv3d"
+    with pytest.raises(ValueError, match=expected):
         shifted_twin(model, torch.ones(1, 3, 3))
 
 
 def test_prefix_that_changes_the_shift_is_an_error():
     torch.manual_seed(0)
     model = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(9, 2))  # ReLU(x + m) - ReLU(x) depends on x
-    with pytest.raises(ValueError, match="do not pass a shift through unchanged"):
+    with pytest.raises(ValueError, match="do not pass the input on unchanged"):
         shifted_twin(model, torch.full((1, 3, 3), -0.5), example=torch.rand(4, 1, 3, 3))
 
 
@@ -128,7 +129,7 @@ def test_premise_check_fails_with_numbers_for_a_wrong_twin():
     m = mean_shift((1, 6, 6), -1.0)
     assert check_twin(model, shifted_twin(model, m), x, m) < 1e-4
     wrong = shifted_twin(model, m * 0.5)
-    with pytest.raises(TwinPremiseError, match=r"max \|f1\(x\) - f2\(x \+ m\)\| = [0-9.e+-]+ .*tolerance"):
+    with pytest.raises(TwinPremiseError, match=r"max \|f1\(x\) - f2\(s x \+ m\)\| = [0-9.e+-]+ .*tolerance"):
         check_twin(model, wrong, x, m)
     # a float32 twin carries float32 rounding in its compensated bias; built in float64 it is exact to 1e-10
     assert check_twin(model, shifted_twin(model, m), x, m, rtol=1e-6, float64=True) < 1e-6
@@ -181,3 +182,67 @@ def test_adversarial_shift_draws_the_picture_in_gradient_x_input():
     rho = spearmanr(gxi.flatten(), target_picture("cat", (1, 28, 28)).flatten())[0]
     rho_orig = spearmanr((g[0] * x_hat).flatten(), target_picture("cat", (1, 28, 28)).flatten())[0]
     assert rho > 0.5 and rho > rho_orig + 0.3, (rho, rho_orig)
+
+
+# -- affine transforms and convolutions of any dimension -----------------------------------------------------------
+
+
+def _conv1d_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(2, 4, 5, padding=2), nn.ReLU(), nn.Conv1d(4, 3, 3, stride=2), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(3 * 15, 3)).double().eval()
+
+
+def test_conv1d_twin_is_exact_under_a_non_constant_shift():
+    from bench.twins.build import BiasMapConv1d, affine_twin, check_twin
+
+    net = _conv1d_net()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(6, 2, 32, generator=g, dtype=torch.float64)
+    m = torch.randn(2, 32, generator=g, dtype=torch.float64)
+    twin = affine_twin(net, m, example=x[:2])
+    assert isinstance(twin[0], BiasMapConv1d) and twin[0].bias.shape == (4, 32)
+    assert check_twin(net, twin, x, m, rtol=1e-12) < 1e-13
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv2d"])
+def test_affine_twin_absorbs_a_positive_scale(kind):
+    from bench.twins.build import Affine, affine_twin, check_twin
+
+    g = torch.Generator().manual_seed(2)
+    if kind == "linear":
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3)).double().eval()
+        shape = (3, 4)
+        scale = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5  # per element
+    else:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).double()
+        net.eval()
+        shape = (3, 6, 6)
+        scale = (torch.rand(3, 1, 1, generator=g, dtype=torch.float64) + 0.5).expand(shape)  # per channel
+    shift = torch.randn(shape, generator=g, dtype=torch.float64)
+    x = torch.rand(5, *shape, generator=g, dtype=torch.float64)
+    t = Affine(scale, shift)
+    twin = affine_twin(net, t, example=x[:2])
+    assert check_twin(net, twin, x, t, rtol=1e-12) < 1e-13
+    # the gradient of the twin at s x + m is the model's gradient divided by s: Gradient is not scale invariant
+    x1 = x.clone().requires_grad_(True)
+    x2 = t.apply(x).detach().requires_grad_(True)
+    (g1,) = torch.autograd.grad(net(x1)[:, 0].sum(), x1)
+    (g2,) = torch.autograd.grad(twin(x2)[:, 0].sum(), x2)
+    torch.testing.assert_close(g2, g1 / scale, rtol=1e-10, atol=1e-12)
+
+
+def test_affine_errors_name_what_is_wrong():
+    from bench.twins.build import Affine, affine_twin
+
+    net = _conv1d_net()
+    x = torch.rand(2, 2, 32, dtype=torch.float64)
+    per_element = Affine(torch.rand(2, 32, dtype=torch.float64) + 0.5, torch.zeros(2, 32, dtype=torch.float64))
+    with pytest.raises(ValueError, match="constant within each input channel"):
+        affine_twin(net, per_element, example=x)
+    with pytest.raises(ValueError, match="scale must be > 0 everywhere"):
+        affine_twin(net, Affine(torch.tensor(-1.0), torch.tensor(0.0)), example=x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        affine_twin(net, torch.full((2, 32), float("nan")), example=x)

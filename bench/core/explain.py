@@ -78,16 +78,20 @@ def make_explainer(
     model: nn.Module,
     *,
     domain: tuple[float, float],
+    pixel_domain: tuple[Tensor, Tensor] | None = None,
     fit_data: Iterable | None = None,
     extra: Mapping[str, Any] | None = None,
 ):
     """Create the explainer of ``spec`` for ``model`` with the data ``domain`` (``low``, ``high``) and fit it
-    on ``fit_data`` when the method needs data. ``extra`` params apply only where the factory names them
-    and the spec does not set them."""
+    on ``fit_data`` when the method needs data. ``pixel_domain``: per-element bounds shaped like one input, given
+    instead to methods that take them (``accepts_pixel_bounds``, e.g. ``dtd_zbox`` unless its ``bounds`` is
+    ``"hull"``). ``extra`` params apply only where the factory names them and the spec does not set them."""
     factory = spec.factory()
     params = dict(spec.params)
-    params.setdefault("low", float(domain[0]))
-    params.setdefault("high", float(domain[1]))
+    per_pixel = pixel_domain is not None and getattr(factory, "accepts_pixel_bounds", False) \
+        and params.get("bounds", "pixel") == "pixel"
+    params.setdefault("low", pixel_domain[0] if per_pixel else float(domain[0]))
+    params.setdefault("high", pixel_domain[1] if per_pixel else float(domain[1]))
     for key, value in (extra or {}).items():
         if key not in params and names_keyword(factory, key):
             params[key] = value

@@ -23,21 +23,24 @@ is measured with hooks on two different inputs and must not depend on the input.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from methods.state import eval_mode, replace_module
 
-__all__ = ["BiasMapConv2d", "first_layer", "shifted_twin", "twin_error", "check_twin", "TwinPremiseError"]
+__all__ = ["Affine", "BiasMapConv1d", "BiasMapConv2d", "BiasMapConv3d", "affine_twin", "first_layer", "shifted_twin",
+           "twin_error", "check_twin", "TwinPremiseError"]
 
 
 class TwinPremiseError(RuntimeError):
     """The twin does not compute the same function as the original on the evaluated batch."""
 
 
-class BiasMapConv2d(nn.Conv2d):
-    """A ``Conv2d`` whose bias is a per-position map ``C_out x H_out x W_out`` (added after the convolution)."""
+class _BiasMap:
+    """Mixin of a convolution whose bias is a per-position map ``C_out x *spatial_out`` (added after the
+    convolution)."""
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002  (nn.Module's own argument name)
         out = self._conv_forward(input, self.weight, None)
@@ -51,12 +54,29 @@ class BiasMapConv2d(nn.Conv2d):
         return out + self.bias
 
 
+class BiasMapConv1d(_BiasMap, nn.Conv1d):
+    """A ``Conv1d`` with a per-position bias map ``C_out x L_out``."""
+
+
+class BiasMapConv2d(_BiasMap, nn.Conv2d):
+    """A ``Conv2d`` with a per-position bias map ``C_out x H_out x W_out``."""
+
+
+class BiasMapConv3d(_BiasMap, nn.Conv3d):
+    """A ``Conv3d`` with a per-position bias map ``C_out x D_out x H_out x W_out``."""
+
+
+_BIAS_MAP = {nn.Conv1d: BiasMapConv1d, nn.Conv2d: BiasMapConv2d, nn.Conv3d: BiasMapConv3d,
+             BiasMapConv1d: BiasMapConv1d, BiasMapConv2d: BiasMapConv2d, BiasMapConv3d: BiasMapConv3d}
+
+
 def _register_with_canonizers() -> None:
     # the bias map is a parameter that zennit's rules modify element-wise through ``forward``; the layer is
     # a plain convolution for LRP, so it needs no canonizer of its own
     from methods.canonizers import register_canonizer
 
-    register_canonizer(BiasMapConv2d)(lambda module: [])
+    for cls in (BiasMapConv1d, BiasMapConv2d, BiasMapConv3d):
+        register_canonizer(cls)(lambda module: [])
 
 
 _register_with_canonizers()
@@ -88,70 +108,120 @@ def first_layer(model: nn.Module, example: Tensor) -> tuple[str, nn.Module]:
     raise ValueError(f"{type(model).__name__} has no parametrized layer that the input reaches")
 
 
-def _shift_at_first_layer(model: nn.Module, shift: Tensor, example: Tensor) -> tuple[str, nn.Module, Tensor]:
-    """The first layer and the shift as its input sees it (one sample's shape)."""
-    x = torch.cat([example[:1], torch.rand_like(example[:1]) * 2 - 1]) if len(example) < 2 else example[:2]
-    a = [(n, m, t) for n, m, t in _leaf_order(model, x) if any(True for _ in m.parameters(recurse=False))]
-    b = [(n, m, t) for n, m, t in _leaf_order(model, x + shift) if any(True for _ in m.parameters(recurse=False))]
-    if not a:
+@dataclass(frozen=True)
+class Affine:
+    """The input transform ``x' = scale * x + shift`` (``scale > 0``), both one input's shape."""
+
+    scale: Tensor
+    shift: Tensor
+
+    def apply(self, x: Tensor) -> Tensor:
+        """``scale * x + shift`` for a batch ``x``."""
+        return self.scale.to(x) * x + self.shift.to(x)
+
+    @classmethod
+    def of(cls, transform: Tensor | Affine, shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
+           device: torch.device | str = "cpu") -> Affine:
+        """A shift ``m`` (a tensor) as ``Affine(1, m)``, or an :class:`Affine`, expanded to ``shape`` and cast.
+        Raises ``ValueError`` for a scale that is not positive everywhere, or NaN."""
+        t = transform if isinstance(transform, Affine) else cls(torch.ones(()), torch.as_tensor(transform))
+        scale = torch.as_tensor(t.scale).to(device=device, dtype=dtype).expand(shape)
+        shift = torch.as_tensor(t.shift).to(device=device, dtype=dtype).expand(shape)
+        if not bool(torch.isfinite(scale).all() and torch.isfinite(shift).all()):
+            raise ValueError("the transform holds NaN or infinite values; it must be finite everywhere")
+        if not bool((scale > 0).all()):
+            raise ValueError(f"the transform's scale must be > 0 everywhere, got min {float(scale.min()):g}")
+        return cls(scale, shift)
+
+
+def _first_inputs(model: nn.Module, x: Tensor) -> tuple[str, nn.Module, Tensor]:
+    found = [(n, m, t) for n, m, t in _leaf_order(model, x) if any(True for _ in m.parameters(recurse=False))]
+    if not found:
         raise ValueError(f"{type(model).__name__} has no parametrized layer that the input reaches")
-    name, mod, ta = a[0]
-    tb = b[0][2]
-    delta = tb - ta
-    scale = float(shift.abs().max()) + 1e-12
-    if not torch.allclose(delta[0], delta[1], atol=1e-5 * scale, rtol=0):
+    return found[0]
+
+
+def _transform_at_first_layer(model: nn.Module, t: Affine, example: Tensor) -> tuple[str, nn.Module, Affine]:
+    """The first layer and the transform as its input sees it: the layers before it must pass the input on
+    linearly, up to a reshape (``Flatten``, ``Identity``, ``Dropout`` in eval mode), which is checked."""
+    x = torch.cat([example[:1], torch.rand_like(example[:1]) * 2 - 1]) if len(example) < 2 else example[:2]
+    name, mod, seen = _first_inputs(model, x)
+    _, _, moved = _first_inputs(model, t.apply(x))
+    _, _, scale = _first_inputs(model, t.scale[None].expand_as(x[:1]).contiguous())
+    _, _, shift = _first_inputs(model, t.shift[None].expand_as(x[:1]).contiguous())
+    expected = scale * seen + shift
+    tol = 1e-5 * (float(moved.abs().max()) + 1e-12)
+    if seen.shape[1:] != scale.shape[1:] or not torch.allclose(moved, expected, atol=tol, rtol=0):
         raise ValueError(
-            f"the layers before {name!r} ({type(mod).__name__}) do not pass a shift through unchanged "
-            f"(the shift they deliver depends on the input by {float((delta[0] - delta[1]).abs().max()):.3g}); "
-            "a twin needs the first parametrized layer to see x + m"
+            f"the layers before {name!r} ({type(mod).__name__}) do not pass the input on unchanged (up to a reshape): "
+            f"the transform they deliver depends on the input by {float((moved - expected).abs().max()):.3g}; "
+            "a twin needs the first parametrized layer to see s * x + m"
         )
-    return name, mod, delta[:1].mean(0)
+    return name, mod, Affine(scale[0], shift[0])
+
+
+def shifted_twin(model: nn.Module, shift: Tensor, *, example: Tensor | None = None) -> nn.Module:
+    """A copy of ``model`` whose first layer absorbs ``shift``: ``twin(x + shift) == model(x)``
+    (:func:`affine_twin` with scale 1)."""
+    return affine_twin(model, shift, example=example)
 
 
 @torch.no_grad()
-def shifted_twin(model: nn.Module, shift: Tensor, *, example: Tensor | None = None) -> nn.Module:
-    """A copy of ``model`` whose first layer absorbs ``shift``: ``twin(x + shift) == model(x)``.
+def affine_twin(model: nn.Module, transform: Tensor | Affine, *, example: Tensor | None = None) -> nn.Module:
+    """A copy of ``model`` whose first layer absorbs ``transform``: ``twin(s * x + m) == model(x)``.
 
-    ``shift``: one input's shape (``C x H x W``) or broadcastable to it (a scalar for a mean shift).
-    ``example``: a batch of inputs used to trace the first layer (default: zeros shaped like ``shift``,
-    which then must have the full input shape). The original model is never modified.
+    ``transform``: a shift ``m`` (one input's shape, or broadcastable: a scalar for a mean shift) or an
+    :class:`Affine` ``(s, m)``, ``s > 0``. ``Linear``: ``W' = W / s`` (per input element), ``b' = b - W' m``.
+    ``Conv1d``/``Conv2d``/``Conv3d``: ``W' = W / s`` with ``s`` constant within each input channel, and a
+    per-position bias map ``b - conv'(m)`` (the layer's own padding, stride, dilation, groups). ``example``: a
+    batch used to trace the first layer (default: zeros of the transform's shape). The model is never modified.
+    Raises ``ValueError`` naming the layer for an unsupported first layer or a scale a convolution cannot absorb.
     """
     param = next(model.parameters())
     if example is None:
-        if shift.dim() == 0:
+        shape = (transform.shift if isinstance(transform, Affine) else torch.as_tensor(transform)).shape
+        if len(shape) == 0:
             raise ValueError("a scalar shift needs an `example` input to know the input shape")
-        example = torch.zeros(1, *shift.shape, dtype=param.dtype, device=param.device)
+        example = torch.zeros(1, *shape, dtype=param.dtype, device=param.device)
     example = example.to(device=param.device, dtype=param.dtype)
-    shift = torch.as_tensor(shift, dtype=param.dtype, device=param.device).expand(example.shape[1:])
+    t = Affine.of(transform, tuple(example.shape[1:]), dtype=param.dtype, device=param.device)
     with eval_mode(model):
-        name, layer, delta = _shift_at_first_layer(model, shift, example)
+        name, layer, seen = _transform_at_first_layer(model, t, example)
 
     twin = copy.deepcopy(model)
     old = twin.get_submodule(name)
+    s, m = seen.scale, seen.shift
     if type(layer) is nn.Linear:
         new = nn.Linear(old.in_features, old.out_features, bias=True, device=param.device, dtype=old.weight.dtype)
-        new.weight.copy_(old.weight)
+        new.weight.copy_(old.weight / s.reshape(1, -1))
         b1 = old.bias if old.bias is not None else torch.zeros_like(new.bias)
-        new.bias.copy_(b1 - old.weight @ delta.reshape(-1))
-    elif type(layer) in (nn.Conv2d, BiasMapConv2d):
-        new = BiasMapConv2d(
-            old.in_channels, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
-            dilation=old.dilation, groups=old.groups, bias=False, padding_mode=old.padding_mode,
-            device=param.device, dtype=old.weight.dtype,
-        )
-        new.weight.copy_(old.weight)
-        comp = old._conv_forward(delta[None], old.weight, None)[0]  # C_out x H_out x W_out, the layer's own padding
+        new.bias.copy_(b1 - new.weight @ m.reshape(-1))
+    elif type(layer) in _BIAS_MAP:
+        per_channel = s.reshape(s.shape[0], -1)
+        if not torch.equal(per_channel, per_channel[:, :1].expand_as(per_channel)):
+            raise ValueError(f"cannot build the twin: the first layer {name!r} is a {type(layer).__name__}, which "
+                             "can absorb a scale that is constant within each input channel only")
+        cls = _BIAS_MAP[type(layer)]
+        new = cls(old.in_channels, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
+                  dilation=old.dilation, groups=old.groups, bias=False, padding_mode=old.padding_mode,
+                  device=param.device, dtype=old.weight.dtype)
+        c_in = per_channel[:, 0]  # the scale of each input channel
+        per_group, out_per_group = old.weight.shape[1], old.out_channels // old.groups
+        channel = (torch.arange(old.out_channels, device=c_in.device) // out_per_group)[:, None] * per_group \
+            + torch.arange(per_group, device=c_in.device)[None]  # weight[o, j] reads input channel channel[o, j]
+        new.weight.copy_(old.weight / c_in[channel].reshape(*channel.shape, *([1] * (old.weight.dim() - 2))))
+        comp = new._conv_forward(m[None], new.weight, None)[0]  # C_out x spatial_out, the layer's own padding
         if old.bias is None:
             b1 = torch.zeros_like(comp)
         elif old.bias.dim() == 1:
-            b1 = old.bias[:, None, None].expand_as(comp)
+            b1 = old.bias.reshape(-1, *([1] * (comp.dim() - 1))).expand_as(comp)
         else:  # already a bias map (a twin of a twin)
             b1 = old.bias
         new.bias = nn.Parameter(b1 - comp)
     else:
         raise ValueError(
-            f"cannot build a shifted twin: the first layer {name!r} is a {type(layer).__name__}; "
-            "supported first layers: Linear, Conv2d"
+            f"cannot build a twin: the first layer {name!r} is a {type(layer).__name__}; "
+            "supported first layers: Linear, Conv1d, Conv2d, Conv3d"
         )
     new.train(old.training)
     new.requires_grad_(old.weight.requires_grad)
@@ -160,18 +230,22 @@ def shifted_twin(model: nn.Module, shift: Tensor, *, example: Tensor | None = No
 
 
 @torch.no_grad()
-def twin_error(model: nn.Module, twin: nn.Module, x: Tensor, shift: Tensor) -> tuple[float, float]:
-    """``(max |model(x) - twin(x + shift)|, max |model(x)|)`` over the batch ``x``; both models in eval mode."""
+def twin_error(model: nn.Module, twin: nn.Module, x: Tensor, transform: Tensor | Affine) -> tuple[float, float]:
+    """``(max |model(x) - twin(s * x + m)|, max |model(x)|)`` over the batch ``x`` (``transform``: a shift ``m`` or
+    an :class:`Affine`); both models in eval mode."""
+    t = Affine.of(transform, tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
     with eval_mode(model, twin):
         y1 = model(x)
-        y2 = twin(x + shift.to(x))
+        y2 = twin(t.apply(x))
     return float((y1 - y2).abs().max()), float(y1.abs().max())
 
 
 def check_twin(
-    model: nn.Module, twin: nn.Module, x: Tensor, shift: Tensor, *, rtol: float = 1e-4, float64: bool = False
+    model: nn.Module, twin: nn.Module, x: Tensor, transform: Tensor | Affine, *, rtol: float = 1e-4,
+    float64: bool = False,
 ) -> float:
-    """Prove the premise on ``x``: ``max|f1(x) - f2(x + m)| <= rtol * max|f1(x)|``; returns the relative error.
+    """Prove the premise on ``x``: ``max|f1(x) - f2(s * x + m)| <= rtol * max|f1(x)|`` (``transform``: a shift or
+    an :class:`Affine`); returns the relative error.
 
     ``float64=True`` checks copies of both networks in double precision. A twin built from a float32 model
     carries float32 rounding in its compensated bias (about 1e-7 relative); one built from a float64 model
@@ -179,12 +253,12 @@ def check_twin(
     Raises :class:`TwinPremiseError` with the numbers otherwise.
     """
     if float64:
-        model, twin, x, shift = copy.deepcopy(model).double(), copy.deepcopy(twin).double(), x.double(), shift.double()
-    err, scale = twin_error(model, twin, x, shift)
+        model, twin, x = copy.deepcopy(model).double(), copy.deepcopy(twin).double(), x.double()
+    err, scale = twin_error(model, twin, x, transform)
     rel = err / max(scale, 1e-30)
     if not rel <= rtol:
         raise TwinPremiseError(
-            f"the twin does not reproduce the model on the evaluated batch: max |f1(x) - f2(x + m)| = {err:.3g} "
+            f"the twin does not reproduce the model on the evaluated batch: max |f1(x) - f2(s x + m)| = {err:.3g} "
             f"with logits up to {scale:.3g} (relative {rel:.3g} > tolerance {rtol:g})"
         )
     return rel
