@@ -333,7 +333,7 @@ class DTDZBox(LRP):
     def composite(self, x: Tensor) -> Composite:
         return SpecialFirstLayerMapComposite(
             layer_map=_base_map() + [(LinearTypes, ZPlus())],
-            first_map=[(LinearTypes, ZBox(low=_like(self.low, x), high=_like(self.high, x)))],
+            first_map=[(LinearTypes, _ShapedZBox(low=_like(self.low, x), high=_like(self.high, x)))],
             canonizers=self.canonizers,
         )
 
@@ -341,6 +341,28 @@ class DTDZBox(LRP):
 def _like(bound: float | Tensor, x: Tensor) -> float | Tensor:
     """A bound on ``x``'s device and dtype (numbers stay numbers)."""
     return bound.to(x) if isinstance(bound, Tensor) else bound
+
+
+class _ShapedZBox(ZBox):
+    """zennit's ZBox whose per-element bounds, given in the model's input shape, are reshaped to the first layer's
+    input when a reshape (``Flatten``) lies between them (same number of elements per sample)."""
+
+    def __init__(self, low: float | Tensor, high: float | Tensor) -> None:
+        super().__init__(low=low, high=high)
+        if isinstance(low, Tensor) or isinstance(high, Tensor):
+            self.input_modifiers = [self.input_modifiers[0], _shaped(low), _shaped(high)]
+
+
+def _shaped(bound: float | Tensor):  # noqa: ANN202
+    def modify(input: Tensor) -> Tensor:  # noqa: A002
+        if not isinstance(bound, Tensor):
+            return torch.full_like(input, bound)
+        b = bound.to(input)
+        if b.shape != input.shape[1:] and b.numel() == input[0].numel():
+            b = b.reshape(input.shape[1:])
+        return b.expand_as(input)
+
+    return modify
 
 
 # zennit composites that modify gradients rather than propagate relevance have their own methods

@@ -117,8 +117,8 @@ def test_table_follows_the_contract(run):
     t = res.table
     assert list(t.columns) == COLUMNS
     assert set(t.experiment) == {"input_invariance"} and set(t.layer) == {"-"}
-    assert set(t.metric) == {"ssim", "spearman", "max_rel_diff"}
-    assert len(t) == len(_methods()) * 3 * 3 * 12
+    assert set(t.metric) == {"ssim", "spearman", "max_rel_diff", "ssim_minmax_signed"}  # the last two: always
+    assert len(t) == len(_methods()) * 3 * 4 * 12
     assert verdicts(t).shape[0] == len(_methods()) * 3
 
 
@@ -126,9 +126,9 @@ def test_failing_premise_is_an_error_with_numbers(untrained_mlp, mnist, monkeypa
     import bench.experiments.invariance as inv
 
     model = untrained_mlp
-    real = inv.shifted_twin
-    monkeypatch.setattr(inv, "shifted_twin", lambda f, m, example=None: real(f, 0.5 * m, example=example))
-    with pytest.raises(TwinPremiseError, match=r"max \|f1\(x\) - f2\(x \+ m\)\|"):
+    real = inv.affine_twin
+    monkeypatch.setattr(inv, "affine_twin", lambda f, t, example=None: real(f, 0.5 * t.shift, example=example))
+    with pytest.raises(TwinPremiseError, match=r"max \|f1\(x\) - f2\(s x \+ m\)\|"):
         input_invariance(model, mnist, ["gradient"], {"mean_shift": torch.full((1, 28, 28), -1.0)},
                          run=RunSettings(n_samples=4))
 
@@ -185,8 +185,8 @@ def test_untrained_model_table_follows_the_contract(untrained_run):
     t = res.table
     assert list(t.columns) == COLUMNS
     assert set(t.experiment) == {"input_invariance"} and set(t.layer) == {"-"} and set(t.model) == {name}
-    assert set(t.metric) == {"ssim", "spearman", "max_rel_diff"}
-    assert len(t) == len(FAST_METHODS) * 2 * 3 * FAST_SAMPLES
+    assert set(t.metric) == {"ssim", "spearman", "max_rel_diff", "ssim_minmax_signed"}
+    assert len(t) == len(FAST_METHODS) * 2 * 4 * FAST_SAMPLES
     assert verdicts(t).shape[0] == len(FAST_METHODS) * 2
 
 
@@ -198,3 +198,37 @@ def test_untrained_model_structural_verdicts(untrained_run):
     for (method, shift), row in v.iterrows():
         assert bool(row.invariant) == _expected(method, shift), f"{name}: {method} under {shift}: ssim {row.ssim:.4f}"
     assert v.loc[("gradient", "mean_shift"), "exact"] and v.loc[("gradient", "checkerboard"), "exact"]
+
+
+def test_a_map_that_flips_its_sign_is_not_invariant():
+    from bench.core.results import concat, score_rows
+    from bench.reporting.leaderboard import build_leaderboard
+
+    def rows(method, signed):  # the absolute maps agree perfectly; the signed maps agree or are mirrored
+        return score_rows({"ssim": torch.ones(8), "max_rel_diff": torch.full((8,), 2.0),
+                           "ssim_minmax_signed": torch.full((8,), signed)}, experiment="input_invariance",
+                          model="m", dataset="d", method=method, condition="mean_shift")
+
+    t = concat([rows("same", 1.0), rows("flipped", -0.95)])
+    v = invariance_verdicts(t).set_index("method")
+    assert bool(v.loc["same", "invariant"]) and not bool(v.loc["flipped", "invariant"])
+    board = build_leaderboard(t).set_index("method")
+    assert board.loc["flipped", "inv/mean_shift/ssim"] == pytest.approx(1.0)  # the absolute SSIM alone says 1
+    assert board.loc["flipped", "inv/mean_shift/verdict"] == "fail"
+    assert board.loc["same", "inv/mean_shift/verdict"] == "pass"
+
+
+def test_dtd_zbox_with_moved_bounds_is_exact_under_every_shift(untrained_mlp, mnist):
+    from bench.core.explain import MethodSpec
+    from bench.twins.shifts import checkerboard, mean_shift
+
+    model, data = untrained_mlp, mnist
+
+    shifts = {"mean_shift": mean_shift(data.input_shape), "checkerboard": checkerboard(data.input_shape, size=2)}
+    specs = [MethodSpec("dtd_zbox", "dtd_zbox"), MethodSpec("dtd_zbox_hull", "dtd_zbox", params={"bounds": "hull"})]
+    res = input_invariance(model, data, specs, shifts, run=RunSettings(n_samples=8), scoring=ScoreSettings(["ssim"]))
+    assert not res.errors
+    v = invariance_verdicts(res.table).set_index(["method", "condition"])
+    assert v.loc[("dtd_zbox", "mean_shift"), "exact"] and v.loc[("dtd_zbox", "checkerboard"), "exact"]
+    assert v.loc[("dtd_zbox_hull", "mean_shift"), "exact"]  # the hull is exact for a constant shift only
+    assert not v.loc[("dtd_zbox_hull", "checkerboard"), "exact"]

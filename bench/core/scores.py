@@ -49,13 +49,15 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Score", "register_score", "get_score", "score_names", "DEFAULT_SCORES", "INVARIANCE_SCORE",
-           "EXACTNESS_SCORE", "RANDOMIZATION_SCORE", "NORMALIZATIONS"]
+           "EXACTNESS_SCORE", "SIGN_SCORE", "RANDOMIZATION_SCORE", "NORMALIZATIONS"]
 
 #: scores an experiment computes unless told otherwise
 DEFAULT_SCORES = ("ssim", "spearman", "spearman_abs", "spearman_abs_support", "hog", "topk")
 #: the score of the input-invariance verdict "invariant", and of "exact"
 INVARIANCE_SCORE = "ssim"
 EXACTNESS_SCORE = "max_rel_diff"
+#: the score that makes the invariance verdict sign-aware: a map that flips its sign scores about -1 here
+SIGN_SCORE = "ssim_minmax_signed"
 #: the score of the randomization verdict when none is chosen: it separates the sanity-checks paper's known
 #: answers on the bundled models (``benchmarks/calibration.md``), where ``spearman_abs`` saturates
 RANDOMIZATION_SCORE = "ssim"

@@ -1,9 +1,12 @@
 """The input-invariance experiment (Kindermans et al., "The (Un)reliability of saliency methods").
 
-For every shift ``m`` a twin ``f2`` with ``f2(x + m) == f1(x)`` is built (:mod:`bench.twins.build`); after the
+For every shift ``m`` (or affine transform ``s * x + m``: a contrast change) a twin ``f2`` with
+``f2(x + m) == f1(x)`` is built (:mod:`bench.twins.build`); after the
 premise is proven on the evaluated batch, every method's map on ``(f1, x)`` is compared with its map on
 ``(f2, x + m)``. Methods whose reference depends on the data take the domain of the data they explain:
-the twin's domain is ``(low + min m, high + max m)`` (IG's black baseline, the zB bounds), and the methods
+the twin's domain is ``(low + min m, high + max m)`` (IG's black baseline; the hull of the moved domain), methods
+that take per-element bounds (DTD's zB, ``bounds="pixel"``) get them moved per element (``low + m``, ``high + m``:
+zB is then exactly invariant under every shift), and the methods
 that need data are fit on the training images (``x + m`` for the twin). SmoothGrad's noise scale is a
 setting of the method, not a property of the data: both networks get the same ``sigma``
 (``noise_level`` times the width of the unshifted domain), so that a non-constant shift does not change
@@ -38,10 +41,10 @@ from torch import Tensor, nn
 from bench.core.data import Dataset
 from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, predict
 from bench.core.results import score_table
-from bench.core.scores import EXACTNESS_SCORE
+from bench.core.scores import EXACTNESS_SCORE, SIGN_SCORE
 from bench.core.scoring import MapBatch, score_maps
 from bench.core.settings import RunSettings, ScoreSettings
-from bench.twins.build import check_twin, shifted_twin
+from bench.twins.build import Affine, affine_twin, check_twin
 from bench.twins.ties import stable_ties
 
 __all__ = ["input_invariance", "InvarianceResult", "InvarianceSettings", "EXPERIMENT"]
@@ -108,7 +111,8 @@ def input_invariance(
         data: its data; the first ``run.n_samples`` test images are explained for their predicted class (the
             same class for both networks: the premise check proves the logits agree).
         methods: names, :class:`~bench.core.explain.MethodSpec` objects or ``{label: spec}``.
-        shifts: ``{label: m}``, each ``m`` one input's shape ``C x H x W`` (or broadcastable to it).
+        shifts: ``{label: m}``, each ``m`` one input's shape ``C x H x W`` (or broadcastable to it), or an
+            :class:`~bench.twins.build.Affine` ``(s, m)``: the transform ``x' = s * x + m`` (contrast and shift).
         settings, run, scoring: :class:`InvarianceSettings`, :class:`~bench.core.settings.RunSettings` and
             :class:`~bench.core.settings.ScoreSettings` (defaults when ``None``).
         model_name, config_hash: written into the result rows.
@@ -120,7 +124,7 @@ def input_invariance(
 
     settings, run, scoring = settings or InvarianceSettings(), run or RunSettings(), scoring or ScoreSettings()
     specs = method_specs(methods)
-    names = list(dict.fromkeys([*scoring.names, EXACTNESS_SCORE]))
+    names = list(dict.fromkeys([*scoring.names, EXACTNESS_SCORE, SIGN_SCORE]))
     dtype = torch.float64 if settings.float64 else torch.float32
     premise_rtol = settings.premise_rtol
     if premise_rtol is None:
@@ -140,24 +144,27 @@ def input_invariance(
     result = InvarianceResult(table=pd.DataFrame())
     maps1: dict[str, MapBatch] = {}
     bar = tqdm(total=len(shifts) * len(specs), desc="input invariance", disable=not run.progress, leave=False)
+    ones = torch.ones(x.shape[1:], device=run.device, dtype=dtype)
+    pixel1 = (low * ones, high * ones)  # per-element bounds, for methods that take them (zB)
     for shift_label, m in shifts.items():
-        m = torch.as_tensor(m).to(device=run.device, dtype=dtype).expand(x.shape[1:])
-        f2 = shifted_twin(f1, m, example=x[:2])
-        result.premise[shift_label] = check_twin(f1, f2, x, m, rtol=premise_rtol)
+        t = Affine.of(m, tuple(x.shape[1:]), dtype=dtype, device=run.device)
+        f2 = affine_twin(f1, t, example=x[:2])
+        result.premise[shift_label] = check_twin(f1, f2, x, t, rtol=premise_rtol)
         log.info("twin for %s: relative logit error %.3g", shift_label, result.premise[shift_label])
-        domain2 = (low + float(m.min()), high + float(m.max()))
-        x2 = x + m
+        pixel2 = (t.apply(pixel1[0][None])[0], t.apply(pixel1[1][None])[0])  # the bounds, moved per element
+        domain2 = (float(pixel2[0].min()), float(pixel2[1].max()))  # their hull, for methods that take numbers
+        x2 = t.apply(x)
         result.inputs[shift_label] = (x[: run.keep_maps].cpu(), x2[: run.keep_maps].cpu())
         result.maps[shift_label] = {}
         for spec in specs:
             bar.set_postfix(shift=shift_label, method=spec.label)
             try:
                 if spec.label not in maps1:
-                    e1 = make_explainer(spec, f1, domain=(low, high), fit_data=fit_loader(x_fit, y_fit),
-                                        extra=_noise(spec, sigma))
+                    e1 = make_explainer(spec, f1, domain=(low, high), pixel_domain=pixel1,
+                                        fit_data=fit_loader(x_fit, y_fit), extra=_noise(spec, sigma))
                     maps1[spec.label] = MapBatch(explain_all(e1, x, target, bs))
-                e2 = make_explainer(spec, f2, domain=domain2, fit_data=fit_loader(x_fit + m, y_fit),
-                                    extra=_noise(spec, sigma))
+                e2 = make_explainer(spec, f2, domain=domain2, pixel_domain=pixel2,
+                                    fit_data=fit_loader(t.apply(x_fit), y_fit), extra=_noise(spec, sigma))
                 a2 = explain_all(e2, x2, target, bs)
                 scores = score_maps(maps1[spec.label], a2, names)
             except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)

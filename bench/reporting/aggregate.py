@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bench.core.results import CONTROL_EDGES, CONTROL_INPUT, CONTROL_REPEAT, CONTROL_RETRAINED, is_control
-from bench.core.scores import EXACTNESS_SCORE, INVARIANCE_SCORE, RANDOMIZATION_SCORE, get_score
+from bench.core.scores import EXACTNESS_SCORE, INVARIANCE_SCORE, RANDOMIZATION_SCORE, SIGN_SCORE, get_score
 from bench.reporting.intervals import bootstrap_means, percentile_interval
 
 __all__ = ["invariance_verdicts", "randomization_summary", "randomization_verdicts", "lower_bound", "VERDICT_QUANTILE",
@@ -50,8 +50,10 @@ def invariance_verdicts(table: pd.DataFrame, tolerance: float | None = None,
                         ssim_threshold: float | None = None) -> pd.DataFrame:
     """Per (model, method, condition) of the input-invariance rows: ``ssim`` (mean of the invariance score) with its
     95% bootstrap interval ``ssim_lo``/``ssim_hi`` (over samples, hierarchical over seeds), ``max_rel_diff_q95``
-    (95th percentile of the exactness score), ``invariant`` (the interval's lower end at least the threshold: a
-    pass must hold for the interval, not only for the mean) and ``exact``.
+    (95th percentile of the exactness score), ``signed`` (mean of the sign score, the SSIM of the signed maps),
+    ``invariant`` (the interval's lower end at least the threshold: a pass must hold for the interval, not only for
+    the mean; and, where the sign score was computed, its mean at least the threshold too: a map that flips its
+    sign is not invariant) and ``exact``.
 
     The thresholds default to the score registry's (:mod:`bench.core.scores`: ``ssim`` 0.99, ``max_rel_diff``
     1e-3); ``ssim_threshold``/``tolerance`` override them. A NaN mean is not invariant.
@@ -64,9 +66,11 @@ def invariance_verdicts(table: pd.DataFrame, tolerance: float | None = None,
     rel = (t[t.metric == EXACTNESS_SCORE].groupby(keys)["score"].quantile(VERDICT_QUANTILE)
            .rename("max_rel_diff_q95"))
     ssim = t[t.metric == INVARIANCE_SCORE].groupby(keys)["score"].mean().rename("ssim")
-    out = pd.concat([ssim, rel], axis=1).reset_index()
+    signed = t[t.metric == SIGN_SCORE].groupby(keys)["score"].mean().rename("signed")
+    out = pd.concat([ssim, rel, signed], axis=1).reset_index()
     if not len(out):
-        return pd.DataFrame(columns=[*keys, "ssim", "ssim_lo", "ssim_hi", "max_rel_diff_q95", "invariant", "exact"])
+        return pd.DataFrame(columns=[*keys, "ssim", "ssim_lo", "ssim_hi", "max_rel_diff_q95", "signed", "invariant",
+                                     "exact"])
     bounds = {}
     for key, g in t[t.metric == INVARIANCE_SCORE].groupby(keys):
         lo, hi = percentile_interval(bootstrap_means(g.score.to_numpy(), g.seed.to_numpy()))
@@ -74,7 +78,7 @@ def invariance_verdicts(table: pd.DataFrame, tolerance: float | None = None,
     pairs = [bounds.get(tuple(k), (np.nan, np.nan)) for k in out[keys].itertuples(index=False)]
     out.insert(out.columns.get_loc("ssim") + 1, "ssim_lo", [p[0] for p in pairs])
     out.insert(out.columns.get_loc("ssim_lo") + 1, "ssim_hi", [p[1] for p in pairs])
-    out["invariant"] = out["ssim_lo"] >= ssim_threshold
+    out["invariant"] = (out["ssim_lo"] >= ssim_threshold) & (out["signed"].isna() | (out["signed"] >= ssim_threshold))
     out["exact"] = out["max_rel_diff_q95"] <= tolerance
     return out
 

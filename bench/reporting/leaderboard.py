@@ -148,12 +148,12 @@ def _differing(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1]
 
 
-def _inv_verdict(ssim: float, ssim_lo: float, exact: bool, ssim_threshold: float) -> str:
+def _inv_verdict(ssim: float, invariant: bool, exact: bool) -> str:
     if exact:
         return EXACT
     if ssim is None or math.isnan(ssim):
         return NA
-    return PASS if ssim_lo >= ssim_threshold else FAIL
+    return PASS if invariant else FAIL
 
 
 def _cell_samples(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -310,11 +310,11 @@ def build_leaderboard(
         for shift in shifts:
             sub = v.xs(shift, level="condition").reindex(idx)
             ssim = sub["ssim"].astype(float).to_numpy()
-            ssim_lo = sub["ssim_lo"].astype(float).to_numpy()
+            invariant = sub["invariant"].fillna(False).astype(bool).to_numpy()
             exact = sub["exact"].fillna(False).astype(bool).to_numpy()
             board[inv_column(shift, "ssim")] = ssim
-            board[inv_column(shift, "verdict")] = [_inv_verdict(s, lo, e, ssim_threshold)
-                                                   for s, lo, e in zip(ssim, ssim_lo, exact, strict=True)]
+            board[inv_column(shift, "verdict")] = [_inv_verdict(s, i, e)
+                                                   for s, i, e in zip(ssim, invariant, exact, strict=True)]
             shift_cols.append(inv_column(shift, "verdict"))
 
     mode_cols: list[str] = []

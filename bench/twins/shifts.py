@@ -18,12 +18,13 @@ from typing import Optional  # noqa: UP035  (OmegaConf reads ShiftSpec as a conf
 import torch
 from torch import Tensor, nn
 
+from bench.twins.build import Affine
 from methods.state import eval_mode
 
 __all__ = ["mean_shift", "checkerboard", "adversarial_image", "custom", "make_shift", "ShiftSpec", "KINDS",
            "target_picture"]
 
-KINDS = ("mean_shift", "checkerboard", "adversarial_image", "custom")
+KINDS = ("mean_shift", "checkerboard", "adversarial_image", "custom", "contrast")
 
 
 def mean_shift(shape: tuple[int, ...], value: float = -1.0) -> Tensor:
@@ -103,7 +104,7 @@ class ShiftSpec:
     """One shift of a run (an entry of the ``transform`` config group): ``kind`` (one of :data:`KINDS`) and the
     parameters of that kind: ``value`` (mean_shift), ``size``/``amplitude`` (checkerboard), ``image``/``clip``/
     ``sample`` (adversarial_image: the target picture, the bound of ``|m|``, the index of ``x_hat`` in the test
-    split), ``path`` (custom)."""
+    split), ``path`` (custom), ``scale`` (contrast: ``x' = scale * x + value``, ``scale > 0``; not a shift)."""
 
     kind: str = "mean_shift"
     value: float = -1.0
@@ -113,11 +114,13 @@ class ShiftSpec:
     clip: float = 0.3
     sample: int = 0
     path: Optional[str] = None  # noqa: UP045
+    scale: float = 0.5
 
 
 def make_shift(spec: ShiftSpec, shape: tuple[int, ...], *, model: nn.Module | None = None,
-               x_test: Tensor | None = None) -> Tensor:
-    """Build the shift of ``spec`` for inputs of ``shape`` (``C x H x W``).
+               x_test: Tensor | None = None) -> Tensor | Affine:
+    """Build the shift of ``spec`` for inputs of ``shape`` (``C x H x W``): a tensor ``m``, or for ``contrast`` the
+    :class:`~bench.twins.build.Affine` transform ``(scale, value)``.
 
     ``model`` and ``x_test`` (the test images; ``x_hat = x_test[spec.sample]``) are needed by
     ``adversarial_image`` only. Raises ``ValueError`` for an unknown kind or a missing argument.
@@ -133,6 +136,10 @@ def make_shift(spec: ShiftSpec, shape: tuple[int, ...], *, model: nn.Module | No
             raise ValueError(f"adversarial_image: sample {spec.sample} is not an index of the {len(x_test)} test "
                              "images")
         return adversarial_image(model, x_test[spec.sample], image=spec.image, clip=spec.clip)
+    if spec.kind == "contrast":
+        if not spec.scale > 0:
+            raise ValueError(f"the contrast transform needs scale > 0, got {spec.scale}")
+        return Affine(torch.full(tuple(shape), float(spec.scale)), torch.full(tuple(shape), float(spec.value)))
     if spec.kind == "custom":
         if spec.path is None:
             raise ValueError("the custom shift needs `path`: a tensor file saved with torch.save")
