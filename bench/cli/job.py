@@ -214,8 +214,9 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
 
     inv = cfg.invariance
     figures: list[Path] = []
-    if cfg.run.figures:
-        for key, res in results.items():
+    notes: dict[str, str] = {}
+    for key, res in results.items() if cfg.run.figures else ():
+        try:
             if key == "invariance":
                 figures += invariance_figures(res, invariance_verdicts(res.table, inv.tolerance, inv.ssim_threshold),
                                               out / "figures", title=cfg.model.name)
@@ -223,10 +224,14 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
                 label = key.split(":", 1)[1]
                 figures += randomization_figures(res, out / "figures", label=label,
                                                  title=f"{cfg.model.name}: {label}")
+        except Exception as err:  # noqa: BLE001  (a view: the table is on disk)
+            log.warning("no figures for %s: %s: %s", key, type(err).__name__, err)
+            notes[f"figure_error:{key}"] = f"{type(err).__name__}: {err}"
     board = None
     if len(table):
-        names = cfg.metric.names
-        metric = RANDOMIZATION_SCORE if RANDOMIZATION_SCORE in names else next(iter(names), RANDOMIZATION_SCORE)
+        present = set(table.loc[table.experiment == "model_randomization", "metric"])  # SSIM: images only
+        candidates = [RANDOMIZATION_SCORE, "spearman_abs_support", *cfg.metric.names]
+        metric = next((n for n in candidates if n in present), RANDOMIZATION_SCORE)
         try:
             board = build_leaderboard(table, tolerance=inv.tolerance, ssim_threshold=inv.ssim_threshold,
                                       randomization_metric=metric)
@@ -239,5 +244,5 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
                     group=lg.group or meta.get("group"), name=meta.get("name") or cfg.run.name, tags=lg.tags)
     if error:
         log.warning("%s (results are in %s)", error, path)
-        return {"logger_error": error}
-    return {}
+        notes["logger_error"] = error
+    return notes

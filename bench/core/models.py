@@ -63,6 +63,26 @@ def small_cnn(
     )
 
 
+@register_model("tabular_mlp")
+def tabular_mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 64, depth: int = 2) -> nn.Module:
+    """A small MLP for tables: ``prod(input_shape) -> depth x hidden (ReLU) -> num_classes``."""
+    return paper_mlp(input_shape, num_classes, hidden=hidden, depth=depth)
+
+
+@register_model("signal_cnn")
+def signal_cnn(input_shape: tuple[int, ...], num_classes: int, channels: tuple[int, int] = (8, 16),
+               hidden: int = 32) -> nn.Module:
+    """For signals ``C x L``: two 5-tap ``Conv1d`` layers (zero padding), each followed by ReLU and 2x max-pooling,
+    then two dense layers."""
+    c, length = input_shape
+    c1, c2 = channels
+    return nn.Sequential(
+        nn.Conv1d(c, c1, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Flatten(), nn.Linear(c2 * (length // 4), hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
+    )
+
+
 def _timm_model(name: str, input_shape: tuple[int, ...], num_classes: int, pretrained: bool = False, **kw) -> nn.Module:
     import timm
 

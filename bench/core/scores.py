@@ -36,9 +36,10 @@ score                    normalization  what
                                         (2024); higher = the randomized map is more disordered; NaN when ``H(a)=0``
 ======================== ============== =========================================================================
 
-This module imports no torch: reporting reads the registry without loading it. The built-in scores import
-:mod:`metrics` (pure, batched, tested against scikit-image / SciPy) when they are first computed. A constant map
-has no rank correlation: such scores are NaN, as SciPy gives, and are reported, never dropped.
+SSIM and HOG need images (``images_only``): for vectors and 1-D signals they are not applicable and not computed (no
+rows), never an error. This module imports no torch: reporting reads the registry without loading it. The built-in
+scores import :mod:`metrics` (pure, batched, tested against scikit-image / SciPy) when they are first computed. A
+constant map has no rank correlation: such scores are NaN, as SciPy gives, and are reported, never dropped.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class Score:
     invariant_at: float = 0.99
     min_drop: float = 0.4
     description: str = ""
+    images_only: bool = False  # not applicable to vectors and 1-D signals (computed for images only)
 
     def __post_init__(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -192,16 +194,17 @@ def _entropy_rise(a, b):  # noqa: ANN001, ANN202
 
 
 for _score in (
-    Score("ssim", _ssim("abs_p99"), description="SSIM of the absolute maps clipped at the 99th percentile"),
-    Score("ssim_abs_max", _ssim("abs_max"), "abs_max", description="SSIM of |map| / max |map|"),
+    Score("ssim", _ssim("abs_p99"), description="SSIM of the absolute maps clipped at the 99th percentile",
+          images_only=True),
+    Score("ssim_abs_max", _ssim("abs_max"), "abs_max", description="SSIM of |map| / max |map|", images_only=True),
     Score("ssim_minmax_signed", _ssim("minmax_signed"), "minmax_signed",
-          description="SSIM of the signed maps min-max scaled"),
+          description="SSIM of the signed maps min-max scaled", images_only=True),
     Score("spearman", _spearman("signed_p99"), "signed_p99", description="rank correlation of the signed maps"),
     Score("spearman_abs", _spearman("abs_p99"), description="rank correlation of the absolute maps"),
     Score("spearman_abs_support", _spearman_support,
           description="rank correlation of the absolute maps on the union of their supports"),
     Score("pearson", _pearson, "signed_p99", description="Pearson correlation of the signed maps"),
-    Score("hog", _hog, description="rank correlation of HOG features of the absolute maps"),
+    Score("hog", _hog, description="rank correlation of HOG features of the absolute maps", images_only=True),
     Score("topk", _topk, "raw", description="shared fraction of the top-10% positions of |map|"),
     Score("max_rel_diff", _max_rel_diff, "raw", higher_is_similar=False, invariant_at=1e-3, min_drop=0.5,
           description="max|a - b| / max|a| of the raw maps (0 = identical)"),

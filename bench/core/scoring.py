@@ -21,18 +21,27 @@ __all__ = ["MapBatch", "score_maps"]
 
 
 class MapBatch:
-    """One batch of maps (``B x C x H x W``; ``B x H x W`` gets a channel axis) with cached post-processing.
+    """One batch of maps with cached post-processing: images ``B x C x H x W`` (``B x H x W`` gets a channel axis),
+    or, with ``spatial_dims`` 1 or 0, signals ``B x C x L`` and vectors ``B x F``, held as ``B x C x 1 x L`` and
+    ``B x 1 x 1 x F`` so that every post-processing applies (:attr:`images` is then false: SSIM and HOG do not).
 
     ``label`` names the batch in errors. Raises ``ValueError`` when the maps hold NaN (a method produced NaN).
     """
 
-    def __init__(self, maps: Tensor, label: str = "first") -> None:
+    def __init__(self, maps: Tensor, label: str = "first", spatial_dims: int | None = None) -> None:
         bad = int(torch.isnan(maps).sum())
         if bad:
             raise ValueError(f"the {label} batch of maps holds {bad} NaN values; a method produced NaN")
         maps = maps.detach()
         self.shape = tuple(maps.shape)
-        self.maps = maps[:, None] if maps.ndim == 3 else maps
+        dims = spatial_dims if spatial_dims is not None else (0 if maps.ndim == 2 else 2)
+        if dims == 2:
+            self.maps = maps[:, None] if maps.ndim == 3 else maps
+        elif dims == 1:
+            self.maps = maps[:, :, None, :] if maps.ndim == 3 else maps.reshape(maps.shape[0], 1, 1, -1)
+        else:
+            self.maps = maps.reshape(maps.shape[0], 1, 1, -1)
+        self.images = dims == 2
         self._normalized: dict[str, Tensor] = {}
         self._ranks: dict[str, Tensor] = {}
 
@@ -65,15 +74,19 @@ class MapBatch:
         return self._ranks[mode]
 
 
-def score_maps(a: Tensor | MapBatch, b: Tensor | MapBatch, names: Sequence[str] = DEFAULT_SCORES) -> dict[str, Tensor]:
+def score_maps(a: Tensor | MapBatch, b: Tensor | MapBatch, names: Sequence[str] = DEFAULT_SCORES, *,
+               spatial_dims: int | None = None) -> dict[str, Tensor]:
     """Scores ``{name: Tensor[B]}`` of the registered scores ``names`` between maps ``a`` and ``b``.
 
-    Raises ``ValueError`` for an unknown score (naming the registered ones), maps of different shapes (naming
-    both) or NaN maps.
+    ``spatial_dims``: 2 for images (the default for 3-D and 4-D maps), 1 for signals ``B x C x L``, 0 for vectors
+    ``B x F`` (the default for 2-D maps); scores that need images (SSIM, HOG) are left out for the others. Raises
+    ``ValueError`` for an unknown score (naming the registered ones), maps of different shapes (naming both) or NaN
+    maps.
     """
     scores = [get_score(n) for n in names]
-    a = a if isinstance(a, MapBatch) else MapBatch(a, "first")
+    a = a if isinstance(a, MapBatch) else MapBatch(a, "first", spatial_dims)
     if a.shape != tuple(b.shape):
         raise ValueError(f"maps to compare differ in shape: {a.shape} vs {tuple(b.shape)}")
-    b = b if isinstance(b, MapBatch) else MapBatch(b, "second")
-    return {s.name: s.compute(a, b) for s in scores}
+    b = b if isinstance(b, MapBatch) else MapBatch(b, "second", spatial_dims if spatial_dims is not None else
+                                                   (2 if a.images else (0 if len(a.shape) == 2 else 1)))
+    return {s.name: s.compute(a, b) for s in scores if a.images or not s.images_only}

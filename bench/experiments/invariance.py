@@ -133,6 +133,7 @@ def input_invariance(
     if settings.tie_break:
         stable_ties(f1)
     x = data.x_test[: run.n_samples].to(device=run.device, dtype=dtype)
+    dims = x.ndim - 2  # 2 for images, 1 for signals, 0 for vectors (SSIM and HOG need images)
     bs = run.batch_size
     target = predict(f1, x, bs)
     x_fit = data.x_train[: run.fit_samples].to(device=run.device, dtype=dtype)
@@ -162,11 +163,11 @@ def input_invariance(
                 if spec.label not in maps1:
                     e1 = make_explainer(spec, f1, domain=(low, high), pixel_domain=pixel1,
                                         fit_data=fit_loader(x_fit, y_fit), extra=_noise(spec, sigma))
-                    maps1[spec.label] = MapBatch(explain_all(e1, x, target, bs))
+                    maps1[spec.label] = MapBatch(explain_all(e1, x, target, bs), spatial_dims=dims)
                 e2 = make_explainer(spec, f2, domain=domain2, pixel_domain=pixel2,
                                     fit_data=fit_loader(t.apply(x_fit), y_fit), extra=_noise(spec, sigma))
                 a2 = explain_all(e2, x2, target, bs)
-                scores = score_maps(maps1[spec.label], a2, names)
+                scores = score_maps(maps1[spec.label], a2, names, spatial_dims=dims)
             except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
                 result.errors[(spec.label, shift_label)] = f"{type(err).__name__}: {err}"
                 result.tracebacks[(spec.label, shift_label)] = traceback.format_exc()
@@ -174,8 +175,8 @@ def input_invariance(
                 bar.update()
                 continue
             entries.append(({"method": spec.label, "condition": shift_label}, scores))
-            result.maps[shift_label][spec.label] = (maps1[spec.label].maps[: run.keep_maps].cpu(),
-                                                    a2[: run.keep_maps].cpu())
+            result.maps[shift_label][spec.label] = (maps1[spec.label].maps[: run.keep_maps].reshape(
+                -1, *x.shape[1:]).cpu(), a2[: run.keep_maps].cpu())
             bar.update()
     bar.close()
     result.table = score_table(entries, experiment=EXPERIMENT, model=model_name, dataset=data.name, seed=run.seed,

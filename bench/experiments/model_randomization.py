@@ -270,8 +270,9 @@ def model_randomization(
         check_label_model(trained, retrained)
     before = fingerprint(trained)
     x = data.x_test[: run.n_samples].to(device)
+    dims = x.ndim - 2  # 2 for images, 1 for signals, 0 for vectors (SSIM and HOG need images)
     bs = run.batch_size
-    score_maps(x[:2], x[:2], names)  # fail fast on a bad score
+    score_maps(x[:2], x[:2], names, spatial_dims=dims)  # fail fast on a bad score
     fit = fit_loader(data.x_train[: run.fit_samples].to(device), data.y_train[: run.fit_samples].to(device))
     result = RandomizationResult(table=pd.DataFrame(), mode=mode_label, inputs=x[: run.keep_maps].cpu())
     scored: list[tuple[dict, dict[str, Tensor]]] = []  # one table at the end
@@ -287,7 +288,7 @@ def model_randomization(
         try:
             with eval_mode(reference):
                 maps = explain_all(build(ms, reference, domain=data.domain, fit_data=fit), x, target, bs)
-            ref[ms.label] = MapBatch(maps)
+            ref[ms.label] = MapBatch(maps, spatial_dims=dims)
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.fail(ms.label, "trained model" if retrained is None else "retrained control", err)
             continue
@@ -316,7 +317,7 @@ def model_randomization(
                         try:
                             explainer = build(ms, stage_model, domain=data.domain, fit_data=fit)
                             maps = explain_all(explainer, x, target, bs)
-                            scores = score_maps(ref[ms.label], maps, names)
+                            scores = score_maps(ref[ms.label], maps, names, spatial_dims=dims)
                         except Exception as err:  # noqa: BLE001
                             result.fail(ms.label, f"stage {stage}" + ("" if first else f" (seed {seed})"), err)
                             continue

@@ -39,6 +39,8 @@ __all__ = ["invariance_verdicts", "randomization_summary", "randomization_verdic
 
 INVARIANCE = "input_invariance"
 RANDOMIZATION = "model_randomization"
+#: the invariance verdict's score where SSIM does not apply (vectors, 1-D signals)
+FALLBACK_INVARIANCE_SCORE = "spearman"
 #: the quantile of the per-sample exactness score that the verdict ``exact`` reads
 VERDICT_QUANTILE = 0.95
 PASS, FAIL, INPUT_DOMINATED, INCONCLUSIVE = "pass", "fail", "input-dominated", "inconclusive"
@@ -55,6 +57,10 @@ def invariance_verdicts(table: pd.DataFrame, tolerance: float | None = None,
     the mean; and, where the sign score was computed, its mean at least the threshold too: a map that flips its
     sign is not invariant) and ``exact``.
 
+    For vectors and 1-D signals, where SSIM does not apply (no ``ssim`` rows), the decision score is the signed
+    rank correlation ``spearman`` (sign-aware by itself); column ``score`` names the one used, and ``ssim`` /
+    ``ssim_lo`` / ``ssim_hi`` then hold its mean and interval.
+
     The thresholds default to the score registry's (:mod:`bench.core.scores`: ``ssim`` 0.99, ``max_rel_diff``
     1e-3); ``ssim_threshold``/``tolerance`` override them. A NaN mean is not invariant.
     """
@@ -65,14 +71,18 @@ def invariance_verdicts(table: pd.DataFrame, tolerance: float | None = None,
     keys = ["model", "method", "condition"]
     rel = (t[t.metric == EXACTNESS_SCORE].groupby(keys)["score"].quantile(VERDICT_QUANTILE)
            .rename("max_rel_diff_q95"))
-    ssim = t[t.metric == INVARIANCE_SCORE].groupby(keys)["score"].mean().rename("ssim")
+    with_ssim = set(map(tuple, t.loc[t.metric == INVARIANCE_SCORE, keys].drop_duplicates().to_numpy()))
+    own = [k in with_ssim for k in zip(t.model, t.method, t.condition, strict=True)]
+    decide = t[(t.metric == INVARIANCE_SCORE) | ((t.metric == FALLBACK_INVARIANCE_SCORE) & ~pd.Series(own, t.index))]
+    ssim = decide.groupby(keys)["score"].mean().rename("ssim")
+    used = decide.groupby(keys)["metric"].first().rename("score")
     signed = t[t.metric == SIGN_SCORE].groupby(keys)["score"].mean().rename("signed")
-    out = pd.concat([ssim, rel, signed], axis=1).reset_index()
+    out = pd.concat([ssim, used, rel, signed], axis=1).reset_index()
     if not len(out):
-        return pd.DataFrame(columns=[*keys, "ssim", "ssim_lo", "ssim_hi", "max_rel_diff_q95", "signed", "invariant",
-                                     "exact"])
+        return pd.DataFrame(columns=[*keys, "ssim", "ssim_lo", "ssim_hi", "score", "max_rel_diff_q95", "signed",
+                                     "invariant", "exact"])
     bounds = {}
-    for key, g in t[t.metric == INVARIANCE_SCORE].groupby(keys):
+    for key, g in decide.groupby(keys):
         lo, hi = percentile_interval(bootstrap_means(g.score.to_numpy(), g.seed.to_numpy()))
         bounds[key] = (float(lo[0]), float(hi[0]))
     pairs = [bounds.get(tuple(k), (np.nan, np.nan)) for k in out[keys].itertuples(index=False)]

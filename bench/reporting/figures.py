@@ -47,6 +47,27 @@ def _heat(a: Tensor) -> np.ndarray:
     return a.detach().double().sum(0).cpu().numpy()
 
 
+def _is_image(t: Tensor) -> bool:
+    """One sample ``C x H x W`` with ``H, W > 1``; signals ``C x L`` and vectors ``F`` are drawn as lines."""
+    return t.dim() == 3 and t.shape[-2] > 1 and t.shape[-1] > 1
+
+
+def _line(a: Tensor) -> np.ndarray:
+    """A signal ``C x L`` or vector ``F`` as one line (channel sum)."""
+    a = a.detach().double().cpu()
+    return (a.sum(0) if a.dim() >= 2 else a).reshape(-1).numpy()
+
+
+def _panel(ax, a: Tensor, *, cmap: str, scale: float | None = None, image: bool = True) -> None:  # noqa: ANN001
+    """Draw one map or input: an image, or a line for signals and vectors."""
+    if image:
+        kw = {"vmin": -scale, "vmax": scale} if scale is not None else {}
+        ax.imshow(_heat(a) if a.dim() == 3 and cmap != "gray" else _img(a), cmap=cmap, **kw)
+    else:
+        ax.plot(_line(a), lw=0.8)
+        ax.axhline(0, color="k", lw=0.4)
+
+
 def _img(x: Tensor) -> np.ndarray:
     x = x.detach().double().cpu()
     x = (x - x.min()) / (x.max() - x.min() + 1e-12)
@@ -67,17 +88,27 @@ def invariance_grid(
     names = list(maps)
     fig, axes = plt.subplots(len(names) + 1, 3, figsize=(6.3, 2.1 * (len(names) + 1)), squeeze=False)
     x1, x2 = inputs
-    axes[0, 0].imshow(_img(x1[sample]), cmap="gray")
-    axes[0, 0].set_title("x (f1)", fontsize=8)
-    axes[0, 1].imshow(_img(x2[sample]), cmap="gray")
-    axes[0, 1].set_title("x + m (f2)", fontsize=8)
-    axes[0, 2].imshow(_heat(x2[sample] - x1[sample]), cmap="coolwarm")
-    axes[0, 2].set_title("m", fontsize=8)
+    image = _is_image(x1[sample])
+    if image:
+        axes[0, 0].imshow(_img(x1[sample]), cmap="gray")
+        axes[0, 1].imshow(_img(x2[sample]), cmap="gray")
+        axes[0, 2].imshow(_heat(x2[sample] - x1[sample]), cmap="coolwarm")
+    else:  # signals and vectors: lines
+        for col, t in enumerate((x1[sample], x2[sample], x2[sample] - x1[sample])):
+            _panel(axes[0, col], t, cmap="", image=False)
+    for col, label in enumerate(("x (f1)", "x' (f2)", "x' - x")):
+        axes[0, col].set_title(label, fontsize=8)
     for row, name in enumerate(names, start=1):
-        a1, a2 = (_heat(t[sample]) for t in maps[name])
-        scale = max(np.abs(a1).max(), 1e-12)
-        for col, (panel, label) in enumerate([(a1, "f1"), (a2, "f2"), (a2 - a1, "f2 - f1")]):
-            axes[row, col].imshow(panel, cmap="seismic", vmin=-scale, vmax=scale)
+        t1, t2 = (t[sample] for t in maps[name])
+        for col, (panel, label) in enumerate([(t1, "f1"), (t2, "f2"), (t2 - t1, "f2 - f1")]):
+            if image:
+                a1 = _heat(t1)
+                scale = max(np.abs(a1).max(), 1e-12)
+                axes[row, col].imshow(_heat(panel), cmap="seismic", vmin=-scale, vmax=scale)
+            else:
+                _panel(axes[row, col], panel, cmap="", image=False)
+                if col == 2:  # the difference on the scale of the map itself
+                    axes[row, col].set_ylim(axes[row, 0].get_ylim())
             axes[row, col].set_title(label, fontsize=8)
         verdict = "" if verdicts is None or name not in verdicts else (" ✓" if verdicts[name] else " ✗")
         axes[row, 0].set_ylabel(name + verdict, fontsize=8, rotation=0, ha="right", va="center")
@@ -111,11 +142,16 @@ def cascade_grid(
         panels = maps[name]
         for col in range(cols):
             ax = axes[row, col]
+            image = _is_image(inputs[sample])
             if col == 0:
-                ax.imshow(_img(inputs[sample]), cmap="gray")
-            elif col - 1 < len(panels):
+                _panel(ax, inputs[sample], cmap="gray", image=image) if image else _panel(ax, inputs[sample], cmap="",
+                                                                                         image=False)
+            elif col - 1 < len(panels) and image:
                 a = _heat(panels[col - 1][sample])
                 ax.imshow(np.abs(a) / max(np.abs(a).max(), 1e-12), cmap="gray", vmin=0, vmax=1)
+            elif col - 1 < len(panels):
+                a = np.abs(_line(panels[col - 1][sample]))
+                ax.plot(a / max(a.max(), 1e-12), lw=0.8)
             else:
                 ax.set_axis_off()
             if row == 0:

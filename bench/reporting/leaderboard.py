@@ -159,9 +159,13 @@ def _inv_verdict(ssim: float, invariant: bool, exact: bool) -> str:
 def _cell_samples(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per-sample values behind every mean cell of the board: ``model, method, column, seed, sample, value``."""
     parts = []
-    inv = table[(table.experiment == INVARIANCE) & (table.metric == "ssim")]
+    inv = table[table.experiment == INVARIANCE]
     if len(inv):
-        parts.append(inv.assign(column=[inv_column(c, "ssim") for c in inv.condition]))
+        imaged = set(zip(*[inv.loc[inv.metric == "ssim", k] for k in ("model", "method", "condition")], strict=True))
+        pick = [(m == "ssim") or (m == "spearman" and (a, b, c) not in imaged)
+                for m, a, b, c in zip(inv.metric, inv.model, inv.method, inv.condition, strict=True)]
+        inv = inv[pick]
+        parts.append(inv.assign(column=[inv_column(c, m) for c, m in zip(inv.condition, inv.metric, strict=True)]))
     rand = table[(table.experiment == RANDOMIZATION) & (table.metric == metric)]
     for (_, _, cond), g in rand.groupby(["model", "dataset", "condition"], sort=False):
         stages = [s for s in dict.fromkeys(g.layer) if not is_control(s)]
@@ -206,7 +210,7 @@ def _better_is_higher(column: str) -> bool | None:
     the repeatability control has no better side."""
     stat = column.split("/")[-1]
     if column.startswith("inv/"):
-        return True
+        return None if stat == "verdict" else True
     if stat in ("top", "last", "auc"):
         return not get_score(column.split("/")[-2]).higher_is_similar
     return None
@@ -312,7 +316,8 @@ def build_leaderboard(
             ssim = sub["ssim"].astype(float).to_numpy()
             invariant = sub["invariant"].fillna(False).astype(bool).to_numpy()
             exact = sub["exact"].fillna(False).astype(bool).to_numpy()
-            board[inv_column(shift, "ssim")] = ssim
+            name = next(iter(sub["score"].dropna()), "ssim")  # spearman where SSIM does not apply
+            board[inv_column(shift, name)] = ssim
             board[inv_column(shift, "verdict")] = [_inv_verdict(s, i, e)
                                                    for s, i, e in zip(ssim, invariant, exact, strict=True)]
             shift_cols.append(inv_column(shift, "verdict"))
@@ -341,7 +346,9 @@ def build_leaderboard(
 
     boots = bootstraps(table, randomization_metric)
     bounds = _intervals(boots)
-    for col in [c for c in board.columns if c.split("/")[-1] in ("ssim", "top", "last", "repeat", "auc")]:
+    stats = ("top", "last", "repeat", "auc")
+    for col in [c for c in board.columns if (c.startswith("inv/") and not c.endswith("verdict"))
+                or (c.startswith("rand/") and c.split("/")[-1] in stats)]:
         pairs = [bounds.get((m, k, col), (math.nan, math.nan)) for m, k in zip(board.model, board.method, strict=True)]
         at = board.columns.get_loc(col) + 1
         board.insert(at, col + "_lo", [p[0] for p in pairs])

@@ -40,9 +40,10 @@ def _groups(board: pd.DataFrame) -> list[tuple[str, list[tuple[str, str]]]]:
         ("", [("passed", "passed"), ("invariance", "invariance"), ("randomization", "randomization")])]
     for col in board.columns:
         parts = col.split("/")
-        if parts[0] == "inv" and parts[-1] == "ssim":
+        if parts[0] == "inv" and parts[-1] != "verdict" and not col.endswith(("_lo", "_hi")):
             shift = "/".join(parts[1:-1])
-            groups.append((shift, [(col, "SSIM"), (inv_column(shift, "verdict"), "verdict")]))
+            label = "SSIM" if parts[-1] == "ssim" else parts[-1]
+            groups.append((shift, [(col, label), (inv_column(shift, "verdict"), "verdict")]))
         elif parts[0] == "rand" and parts[-1] == "last":
             mode, metric = "/".join(parts[1:-2]), parts[-2]
             cols = [(rand_column(mode, "repeat", metric), "repeat"), (rand_column(mode, "top", metric), "top"),

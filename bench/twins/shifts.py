@@ -33,9 +33,15 @@ def mean_shift(shape: tuple[int, ...], value: float = -1.0) -> Tensor:
 
 
 def checkerboard(shape: tuple[int, ...], size: int = 4, amplitude: float = 1.0) -> Tensor:
-    """Squares of ``size`` x ``size`` pixels alternating between 0 and ``amplitude`` (top-left square 0)."""
+    """Squares of ``size`` x ``size`` pixels alternating between 0 and ``amplitude`` (top-left square 0); for a signal
+    ``C x L`` or a vector ``F``, blocks of ``size`` elements along the last axis (first block 0)."""
     if size < 1:
         raise ValueError(f"checkerboard square size must be a positive number of pixels, got {size}")
+    if len(shape) in (1, 2):
+        blocks = ((torch.arange(shape[-1]) // size) % 2).float() * float(amplitude)
+        return blocks.expand(tuple(shape)).clone()
+    if len(shape) != 3:
+        raise ValueError(f"checkerboard: expected an image C x H x W, a signal C x L or a vector F, got {shape}")
     c, h, w = shape
     i = torch.arange(h)[:, None] // size
     j = torch.arange(w)[None, :] // size
