@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.core.results import CONTROL_REPEAT, is_control, read_tables
+from bench.core.results import read_tables
 from bench.core.scores import RANDOMIZATION_SCORE, get_score
 from bench.reporting.aggregate import (
     INCONCLUSIVE,
@@ -70,7 +70,15 @@ from bench.reporting.aggregate import (
     randomization_summary,
     randomization_verdicts,
 )
-from bench.reporting.intervals import bootstrap_means, percentile_interval
+from bench.reporting.cells import (
+    better_is_higher,
+    bootstraps,
+    intervals,
+    inv_column,
+    rand_column,
+    rank_intervals,
+)
+from bench.reporting.intervals import percentile_interval
 
 __all__ = [
     "build_leaderboard",
@@ -95,16 +103,6 @@ COUNT_COLUMNS = ["passed", "tests"]
 SUMMARY_COLUMNS = ["invariance", "randomization"]
 SHIFT_ORDER = ("mean_shift", "checkerboard", "adversarial_image")
 MODE_ORDER = ("cascading", "bottom_up", "independent", "labels")
-
-
-def inv_column(shift: str, stat: str) -> str:
-    """Name of an invariance column: ``inv/<shift>/<ssim|verdict>``."""
-    return f"inv/{shift}/{stat}"
-
-
-def rand_column(mode: str, stat: str, metric: str | None = None) -> str:
-    """Name of a randomization column: ``rand/<mode>/<metric>/<last|auc>`` or ``rand/<mode>/verdict``."""
-    return f"rand/{mode}/verdict" if stat == "verdict" else f"rand/{mode}/{metric}/{stat}"
 
 
 def _ordered(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
@@ -156,66 +154,6 @@ def _inv_verdict(ssim: float, invariant: bool, exact: bool) -> str:
     return PASS if invariant else FAIL
 
 
-def _cell_samples(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per-sample values behind every mean cell of the board: ``model, method, column, seed, sample, value``."""
-    parts = []
-    inv = table[table.experiment == INVARIANCE]
-    if len(inv):
-        imaged = set(zip(*[inv.loc[inv.metric == "ssim", k] for k in ("model", "method", "condition")], strict=True))
-        pick = [(m == "ssim") or (m == "spearman" and (a, b, c) not in imaged)
-                for m, a, b, c in zip(inv.metric, inv.model, inv.method, inv.condition, strict=True)]
-        inv = inv[pick]
-        parts.append(inv.assign(column=[inv_column(c, m) for c, m in zip(inv.condition, inv.metric, strict=True)]))
-    rand = table[(table.experiment == RANDOMIZATION) & (table.metric == metric)]
-    for (_, _, cond), g in rand.groupby(["model", "dataset", "condition"], sort=False):
-        stages = [s for s in dict.fromkeys(g.layer) if not is_control(s)]
-        if not stages:
-            continue
-        for layer, stat in ((stages[0], "top"), (stages[-1], "last"), (CONTROL_REPEAT, "repeat")):
-            parts.append(g[g.layer == layer].assign(column=rand_column(cond, stat, metric)))
-        auc = g[g.layer.isin(stages)].groupby(["model", "method", "seed", "sample"], as_index=False)["score"].mean()
-        parts.append(auc.assign(column=rand_column(cond, "auc", metric)))
-    if not parts:
-        return pd.DataFrame(columns=["model", "method", "column", "seed", "sample", "score"])
-    return pd.concat([p[["model", "method", "column", "seed", "sample", "score"]] for p in parts], ignore_index=True)
-
-
-def bootstraps(table: pd.DataFrame, metric: str = DEFAULT_METRIC) -> dict[str, pd.DataFrame]:
-    """``{model label: DataFrame[resamples, (method, column)]}``: the bootstrap distribution of every mean cell of
-    the board (:func:`bench.reporting.intervals.bootstrap_means`), one paired resampling per model (its cells
-    share the samples and seeds), so that differences and ranks between methods keep their pairing. ``table``:
-    the results table with its model labels (:func:`build_leaderboard` applies them)."""
-    cells = _cell_samples(table, metric)
-    out = {}
-    for model, g in cells.groupby("model", sort=False):
-        wide = g.pivot_table(index=["seed", "sample"], columns=["method", "column"], values="score", aggfunc="mean",
-                             dropna=False)
-        boot = bootstrap_means(wide.to_numpy(), wide.index.get_level_values("seed"))
-        out[model] = pd.DataFrame(boot, columns=wide.columns)
-    return out
-
-
-def _intervals(boots: Mapping[str, pd.DataFrame]) -> dict[tuple[str, str, str], tuple[float, float]]:
-    """``{(model, method, column): (lo, hi)}``: the 95% percentile intervals of :func:`bootstraps`."""
-    out = {}
-    for model, boot in boots.items():
-        lo, hi = percentile_interval(boot.to_numpy())
-        for (method, column), a, b in zip(boot.columns, lo, hi, strict=True):
-            out[(model, method, column)] = (float(a), float(b))
-    return out
-
-
-def _better_is_higher(column: str) -> bool | None:
-    """Which way a column is better: invariance SSIM up; randomization similarities down (more change);
-    the repeatability control has no better side."""
-    stat = column.split("/")[-1]
-    if column.startswith("inv/"):
-        return None if stat == "verdict" else True
-    if stat in ("top", "last", "auc"):
-        return not get_score(column.split("/")[-2]).higher_is_similar
-    return None
-
-
 def compare_methods(table: pd.DataFrame, a: str, b: str, *, metric: str = DEFAULT_METRIC,
                     configs: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """Paired comparison of methods ``a`` and ``b`` on every mean cell both have: per (model, column), both
@@ -230,7 +168,7 @@ def compare_methods(table: pd.DataFrame, a: str, b: str, *, metric: str = DEFAUL
     rows = []
     for model, boot in bootstraps(table, metric).items():
         for column in dict.fromkeys(c for _, c in boot.columns):
-            better_high = _better_is_higher(column)
+            better_high = better_is_higher(column)
             if (a, column) not in boot.columns or (b, column) not in boot.columns or better_high is None:
                 continue
             da, db = boot[(a, column)].to_numpy(), boot[(b, column)].to_numpy()
@@ -243,27 +181,6 @@ def compare_methods(table: pd.DataFrame, a: str, b: str, *, metric: str = DEFAUL
                              diff_hi=float(hi[0]), p_a_better=float(wins.mean()) if ok.any() else float("nan")))
     return pd.DataFrame(rows, columns=["model", "column", "a", "b", "estimate_a", "estimate_b", "diff", "diff_lo",
                                        "diff_hi", "p_a_better"])
-
-
-def rank_intervals(boots: Mapping[str, pd.DataFrame], column: str) -> dict[tuple[str, str], tuple[float, float, float]]:
-    """``{(model, method): (rank, lo, hi)}`` by ``column`` (1 = best, in its better direction): the rank of the
-    estimate and the 95% interval of the ranks over the bootstrap resamples (ranked within each resample)."""
-    better_high = _better_is_higher(column)
-    out = {}
-    if better_high is None:
-        return out
-    for model, boot in boots.items():
-        methods = [m for m, c in boot.columns if c == column]
-        if not methods:
-            continue
-        values = boot[[(m, column) for m in methods]].to_numpy()
-        key = -values if better_high else values
-        ranks = pd.DataFrame(key).rank(axis=1, method="average").to_numpy()  # per resample, NaN stays NaN
-        point = pd.Series(np.nanmean(key, axis=0)).rank(method="average").to_numpy()
-        lo, hi = percentile_interval(ranks)
-        for m, r, a, b in zip(methods, point, lo, hi, strict=True):
-            out[(model, m)] = (float(r), float(a), float(b))
-    return out
 
 
 def _overall(verdicts: Sequence[str]) -> str:
@@ -345,7 +262,7 @@ def build_leaderboard(
             mode_cols.append(rand_column(mode, "verdict"))
 
     boots = bootstraps(table, randomization_metric)
-    bounds = _intervals(boots)
+    bounds = intervals(boots)
     stats = ("top", "last", "repeat", "auc")
     for col in [c for c in board.columns if (c.startswith("inv/") and not c.endswith("verdict"))
                 or (c.startswith("rand/") and c.split("/")[-1] in stats)]:
@@ -355,9 +272,9 @@ def build_leaderboard(
         board.insert(at + 1, col + "_hi", [p[1] for p in pairs])
 
     if rank_by is not None:
-        if rank_by not in board.columns or _better_is_higher(rank_by) is None:
+        if rank_by not in board.columns or better_is_higher(rank_by) is None:
             usable = [c for c in board.columns if "/" in c and not c.endswith(("_lo", "_hi", "verdict"))
-                      and _better_is_higher(c) is not None]
+                      and better_is_higher(c) is not None]
             raise ValueError(f"cannot rank by {rank_by!r}: use a mean column with a better side: {', '.join(usable)}")
         ranks = rank_intervals(boots, rank_by)
         triples = [ranks.get((m, k), (math.nan,) * 3) for m, k in zip(board.model, board.method, strict=True)]

@@ -13,15 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench._io import atomic_write
-from bench.reporting.leaderboard import (
-    EXACT,
-    FAIL,
-    NA,
-    PASS,
-    Leaderboard,
-    inv_column,
-    rand_column,
-)
+from bench.reporting.cells import inv_column, rand_column
+from bench.reporting.leaderboard import EXACT, FAIL, NA, PASS, Leaderboard
 
 __all__ = ["to_markdown", "to_html", "write_leaderboard", "read_leaderboard_csv", "comparison_markdown", "FORMATS"]
 
