@@ -20,7 +20,10 @@ the logit layer in particular, uses ``"linear"`` as in the paper (no positive re
 
 Default ``"relu"``. A bias-compensated input shift (``x -> x + m``, first bias ``b -> b - W m``) leaves every
 layer's output, hence every ReLU/max-pool mask, unchanged. Covariances ignore the shift, so ``linear``
-and ``relu`` give identical patterns and maps (measured ~1e-14 in float64), but ``relu_paper`` moves the
+and ``relu`` give identical patterns and maps on a dense first layer (measured ~1e-14 in float64); a convolution
+pools its patches over positions, which is exact for a constant shift up to the zero-padded border, while a shift
+that varies over positions adds ``cov(m_p, y)`` to the pooled statistics (:mod:`bench.experiments.invariance`
+gives the numbers). ``relu_paper`` moves the
 first layer's ``v`` by ``m (E+[y] - E[y])``: PatternAttribution with the estimator as printed is NOT input
 invariant, contrary to the unreliability paper's "by construction" claim. ``relu`` keeps the paper's
 positive-regime model, is invariant, and is what iNNvestigate's reference ``ReluPositivePattern`` computes

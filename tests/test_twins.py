@@ -246,3 +246,18 @@ def test_affine_errors_name_what_is_wrong():
         affine_twin(net, Affine(torch.tensor(-1.0), torch.tensor(0.0)), example=x)
     with pytest.raises(ValueError, match="NaN or infinite"):
         affine_twin(net, torch.full((2, 32), float("nan")), example=x)
+
+
+def test_conv3d_twin_is_exact_under_a_shift_and_a_channel_scale():
+    from bench.twins.build import Affine, BiasMapConv3d, affine_twin, check_twin
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 5 * 5, 2)).double()
+    net.eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 2, 4, 5, 5, generator=g, dtype=torch.float64)
+    t = Affine(torch.tensor([0.5, 2.0], dtype=torch.float64)[:, None, None, None].expand(2, 4, 5, 5),
+               torch.randn(2, 4, 5, 5, generator=g, dtype=torch.float64))
+    twin = affine_twin(net, t, example=x[:2])
+    assert isinstance(twin[0], BiasMapConv3d)
+    assert check_twin(net, twin, x, t, rtol=1e-12) < 1e-13
