@@ -330,39 +330,36 @@ class DTDZBox(LRP):
         self.bounds = bounds
         super().__init__(model, rule="zplus", canonizers=canonizers, low=low, high=high)
 
+    def _bound(self, bound: float | Tensor, x: Tensor) -> float | Tensor:
+        """A per-element bound in the first layer's input layout (numbers stay numbers)."""
+        if not isinstance(bound, Tensor):
+            return bound
+        return _first_layer_input(self.model, bound.to(x)[None])  # a batch of one: zennit expands it
+
     def composite(self, x: Tensor) -> Composite:
         return SpecialFirstLayerMapComposite(
             layer_map=_base_map() + [(LinearTypes, ZPlus())],
-            first_map=[(LinearTypes, _ShapedZBox(low=_like(self.low, x), high=_like(self.high, x)))],
+            first_map=[(LinearTypes, ZBox(low=self._bound(self.low, x), high=self._bound(self.high, x)))],
             canonizers=self.canonizers,
         )
 
 
-def _like(bound: float | Tensor, x: Tensor) -> float | Tensor:
-    """A bound on ``x``'s device and dtype (numbers stay numbers)."""
-    return bound.to(x) if isinstance(bound, Tensor) else bound
-
-
-class _ShapedZBox(ZBox):
-    """zennit's ZBox whose per-element bounds, given in the model's input shape, are reshaped to the first layer's
-    input when a reshape (``Flatten``) lies between them (same number of elements per sample)."""
-
-    def __init__(self, low: float | Tensor, high: float | Tensor) -> None:
-        super().__init__(low=low, high=high)
-        if isinstance(low, Tensor) or isinstance(high, Tensor):
-            self.input_modifiers = [self.input_modifiers[0], _shaped(low), _shaped(high)]
-
-
-def _shaped(bound: float | Tensor):  # noqa: ANN202
-    def modify(input: Tensor) -> Tensor:  # noqa: A002
-        if not isinstance(bound, Tensor):
-            return torch.full_like(input, bound)
-        b = bound.to(input)
-        if b.shape != input.shape[1:] and b.numel() == input[0].numel():
-            b = b.reshape(input.shape[1:])
-        return b.expand_as(input)
-
-    return modify
+@torch.no_grad()
+def _first_layer_input(model: nn.Module, t: Tensor) -> Tensor:
+    """What the first parametrized layer receives when ``model`` is fed ``t`` (a batch): per-element bounds given in
+    the model's input layout, carried through the reshapes and permutations before that layer."""
+    seen: list[Tensor] = []
+    handles = [m.register_forward_pre_hook(lambda _m, args: seen.append(args[0]) if not seen else None)
+               for m in model.modules()
+               if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
+    try:
+        model(t)
+    finally:
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ValueError(f"{type(model).__name__} has no parametrized layer that the input reaches")
+    return seen[0]
 
 
 # zennit composites that modify gradients rather than propagate relevance have their own methods

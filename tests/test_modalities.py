@@ -62,7 +62,7 @@ def test_invariance_verdicts_on_tables_and_signals(name, model_name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["tabular", "signals"])
+@pytest.mark.parametrize("preset", ["tabular", "signals", "tokens"])
 def test_presets_run_from_the_command_line(salbench, tmp_path, preset):
     out = tmp_path / "job"
     res = salbench(f"+experiment={preset}", "run.n_samples=16", "run.progress=false", "logger=disabled",
@@ -74,3 +74,29 @@ def test_presets_run_from_the_command_line(salbench, tmp_path, preset):
     assert record["status"] == "ok" and not record["errors"]
     assert (out / "figures" / "invariance_checkerboard.png").stat().st_size > 1000
     assert "| gradient" in res.stdout and "exact" in res.stdout
+
+
+def test_models_with_an_embedding_input_are_tested_on_the_embedding_output():
+    from bench.core.embedding import embedded, has_embedding
+    from bench.twins.build import shifted_twin
+
+    data = load_dataset("tokens")
+    torch.manual_seed(0)
+    model = create_model("token_mlp", data.input_shape, data.num_classes).eval()
+    assert has_embedding(model)
+    with pytest.raises(ValueError, match="is a TokenEmbedding: token ids cannot be shifted; test the embedding output"):
+        shifted_twin(model, torch.ones(data.input_shape), example=data.x_test[:2])  # ids cannot be shifted
+    rest, emb = embedded(model, data)
+    assert emb.input_shape == (8, 12) and emb.encoding == "embedding"
+    with torch.no_grad():
+        torch.testing.assert_close(rest(emb.x_test[:16]), model(data.x_test[:16]), rtol=0, atol=1e-6)
+    shifts = {"mean_shift": mean_shift(emb.input_shape), "checkerboard": checkerboard(emb.input_shape, size=2)}
+    res = input_invariance(rest, emb, ["gradient", "dtd_zbox", "gradient_x_input"], shifts,
+                           run=RunSettings(n_samples=16), scoring=ScoreSettings(["spearman"]))
+    assert not res.errors
+    v = invariance_verdicts(res.table).set_index(["method", "condition"])
+    for shift in shifts:
+        assert v.loc[("gradient", shift), "exact"] and v.loc[("dtd_zbox", shift), "exact"]
+        assert not v.loc[("gradient_x_input", shift), "invariant"]
+    with pytest.raises(ValueError, match="does not start with an nn.Embedding"):
+        embedded(rest, emb)

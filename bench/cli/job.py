@@ -147,6 +147,12 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
              "loaded from cache" if info["cached"] else "trained", info["path"])
     summary: dict[str, Any] = {"model": cfg.model.name, "dataset": data.name, "test_acc": info["test_acc"],
                                "train_acc": info["train_acc"]}
+    from bench.core.embedding import embedded, has_embedding
+
+    if has_embedding(model):  # token ids: the tests run on the embedding output
+        model, data = embedded(model, data)
+        log.info("the tests run on the embedding output: inputs %s, domain [%.3g, %.3g]", tuple(data.input_shape),
+                 *data.domain)
     specs = method_specs(cfg.method)
     labels = dict(model_name=cfg.model.name)
     frames: list[pd.DataFrame] = []

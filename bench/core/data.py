@@ -205,7 +205,20 @@ def _signals(seed: int, n_test: int, n: int = 1200, length: int = 64) -> tuple[T
     return x[tr], y[tr], x[te], y[te], {"source": "synthetic sine bursts (bench.core.data._signals)"}
 
 
-_NUM_CLASSES = {"mnist_bundled": 10, "mnist": 10, "cifar10": 10, "breast_cancer": 2, "signals": 3}
+def _tokens(seed: int, n_test: int, n: int = 2000, length: int = 12, vocab: int = 20
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
+    """A synthetic token task (seeded): sequences of ``length`` token ids from ``vocab``; the class says whether
+    the "low" tokens (ids below ``vocab // 2``) are the majority. Ids are stored as floats (``N x length``); models
+    embed them (:mod:`bench.core.embedding` moves the tests to the embedding output)."""
+    g = torch.Generator().manual_seed(2000 + seed)
+    x = torch.randint(0, vocab, (n, length), generator=g)
+    y = ((x < vocab // 2).sum(1) > length // 2).long()
+    tr, te = _stratified_split(y.numpy(), min(n_test, n // 5), seed)
+    return (x[tr].float(), y[tr], x[te].float(), y[te],
+            {"source": "synthetic token majority task (bench.core.data._tokens)", "vocab": vocab})
+
+
+_NUM_CLASSES = {"mnist_bundled": 10, "mnist": 10, "cifar10": 10, "breast_cancer": 2, "signals": 3, "tokens": 2}
 
 
 def names() -> list[str]:
@@ -236,6 +249,11 @@ def load_dataset(
         xtr, ytr, xte, yte, meta = _breast_cancer(seed, n_test)
     elif name == "signals":
         xtr, ytr, xte, yte, meta = _signals(seed, n_test)
+    elif name == "tokens":  # token ids: no encoding applies
+        if encoding != "unit":
+            raise ValueError(f"the tokens data set holds token ids; it takes no encoding, got {encoding!r}")
+        xtr, ytr, xte, yte, meta = _tokens(seed, n_test)
+        return Dataset(name, xtr, ytr, xte, yte, 2, "ids", (0.0, float(meta["vocab"] - 1)), meta)
     else:
         xtr, ytr, xte, yte, meta = _torchvision(name, data_dir(root), download)
     xtr, domain = encode(xtr, encoding)

@@ -83,6 +83,23 @@ def signal_cnn(input_shape: tuple[int, ...], num_classes: int, channels: tuple[i
     )
 
 
+class TokenEmbedding(nn.Embedding):
+    """``nn.Embedding`` that takes token ids stored as floats (the harness keeps every input a float tensor)."""
+
+    def forward(self, input):  # noqa: A002, ANN001, ANN201
+        return super().forward(input.long())
+
+
+@register_model("token_mlp")
+def token_mlp(input_shape: tuple[int, ...], num_classes: int, vocab: int = 20, dim: int = 8,
+              hidden: int = 32) -> nn.Module:
+    """For token sequences ``L`` (ids): an embedding ``vocab x dim``, then ``L * dim -> hidden (ReLU) ->
+    num_classes``. The saliency tests run on the embedding output (:func:`bench.core.embedding.embedded`)."""
+    (length,) = input_shape
+    return nn.Sequential(TokenEmbedding(vocab, dim), nn.Flatten(), nn.Linear(length * dim, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+
+
 def _timm_model(name: str, input_shape: tuple[int, ...], num_classes: int, pretrained: bool = False, **kw) -> nn.Module:
     import timm
 

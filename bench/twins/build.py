@@ -178,6 +178,11 @@ def affine_twin(model: nn.Module, transform: Tensor | Affine, *, example: Tensor
     Raises ``ValueError`` naming the layer for an unsupported first layer or a scale a convolution cannot absorb.
     """
     param = next(model.parameters())
+    name, first = next((n, m) for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False)))
+    if isinstance(first, nn.Embedding):
+        raise ValueError(f"cannot build a twin: the first layer {name!r} is a {type(first).__name__}: token ids "
+                         "cannot be shifted; test the embedding output (bench.core.embedding.embedded); supported "
+                         "first layers: Linear, Conv1d, Conv2d, Conv3d")
     if example is None:
         shape = (transform.shift if isinstance(transform, Affine) else torch.as_tensor(transform)).shape
         if len(shape) == 0:
