@@ -81,8 +81,8 @@ def _cell(board: pd.DataFrame, row: pd.Series, col: str) -> str:
 def _legend(settings: dict) -> str:
     metric, drop = settings.get("randomization_metric", "ssim"), settings.get("min_drop", 0.4)
     return (f"Invariance: a shift passes when the mean SSIM between the two networks' maps is >= "
-            f"{settings.get('ssim_threshold', 0.99):g}, and so is the signed maps' SSIM (a map that flips its sign is "
-            "not invariant) (`exact`: 95th percentile of the max relative difference "
+            f"{settings.get('ssim_threshold', 0.99):g} and the signed maps' SSIM is >= 0.9 (a map that flips its sign "
+            "is not invariant) (`exact`: 95th percentile of the max relative difference "
             f"<= {settings.get('tolerance', 1e-3):g}). "
             f"Randomization ({metric} to the trained model's map, per sample; in `labels` to the map of a model "
             "trained with the permuted-label model's recipe on the true labels): `pass` when the paired drop below "
