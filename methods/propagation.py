@@ -54,6 +54,7 @@ from zennit.types import Linear as LinearTypes
 
 from methods.canonizers import canonizers_for
 from methods.registry import BaseExplainer, check_logits, register
+from methods.state import first_layer_input
 
 __all__ = ["DTDZBox", "DeconvNet", "GuidedBackprop", "LRP", "LRPComposite", "RULES", "ZennitExplainer"]
 
@@ -334,7 +335,7 @@ class DTDZBox(LRP):
         """A per-element bound in the first layer's input layout (numbers stay numbers)."""
         if not isinstance(bound, Tensor):
             return bound
-        return _first_layer_input(self.model, bound.to(x)[None])  # a batch of one: zennit expands it
+        return first_layer_input(self.model, bound.to(x)[None])[2]  # a batch of one: zennit expands it
 
     def composite(self, x: Tensor) -> Composite:
         return SpecialFirstLayerMapComposite(
@@ -342,24 +343,6 @@ class DTDZBox(LRP):
             first_map=[(LinearTypes, ZBox(low=self._bound(self.low, x), high=self._bound(self.high, x)))],
             canonizers=self.canonizers,
         )
-
-
-@torch.no_grad()
-def _first_layer_input(model: nn.Module, t: Tensor) -> Tensor:
-    """What the first parametrized layer receives when ``model`` is fed ``t`` (a batch): per-element bounds given in
-    the model's input layout, carried through the reshapes and permutations before that layer."""
-    seen: list[Tensor] = []
-    handles = [m.register_forward_pre_hook(lambda _m, args: seen.append(args[0]) if not seen else None)
-               for m in model.modules()
-               if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
-    try:
-        model(t)
-    finally:
-        for h in handles:
-            h.remove()
-    if not seen:
-        raise ValueError(f"{type(model).__name__} has no parametrized layer that the input reaches")
-    return seen[0]
 
 
 # zennit composites that modify gradients rather than propagate relevance have their own methods

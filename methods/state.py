@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-__all__ = ["eval_mode", "frozen", "fingerprint", "changed", "replace_module", "FINGERPRINT_STATS"]
+__all__ = ["eval_mode", "frozen", "fingerprint", "changed", "first_layer_input", "replace_module", "FINGERPRINT_STATS"]
 
 #: the columns of :func:`fingerprint`
 FINGERPRINT_STATS = ("sum", "sum |t|", "sum t^2", "sum t_i t_i+1")
@@ -72,6 +72,25 @@ def changed(before: tuple[list, Tensor], after: tuple[list, Tensor]) -> list[str
         return sorted({k[0] for k in set(keys0) ^ set(keys1)})
     same = (s0 == s1) | (torch.isnan(s0) & torch.isnan(s1))
     return [keys0[i][0] for i in torch.nonzero(~same.all(1)).flatten().tolist()]
+
+
+@torch.no_grad()
+def first_layer_input(model: nn.Module, x: Tensor) -> tuple[str, nn.Module, Tensor]:
+    """``(qualified name, module, input)`` of the first leaf module with parameters that the forward pass of the
+    batch ``x`` runs (in execution order). Raises ``ValueError`` naming the model when the input reaches none."""
+    seen: list[tuple[str, nn.Module, Tensor]] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args, name=n: seen.append((name, mod, args[0].detach()))
+                                           if args and not seen else None)
+               for n, m in model.named_modules()
+               if not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ValueError(f"{type(model).__name__} has no parametrized layer that the input reaches")
+    return seen[0]
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from methods.state import eval_mode, replace_module
+from methods.state import eval_mode, first_layer_input, replace_module
 
 __all__ = ["Affine", "BiasMapConv1d", "BiasMapConv2d", "BiasMapConv3d", "affine_twin", "first_layer", "shifted_twin",
            "twin_error", "check_twin", "TwinPremiseError"]
@@ -82,30 +82,10 @@ def _register_with_canonizers() -> None:
 _register_with_canonizers()
 
 
-def _leaf_order(model: nn.Module, example: Tensor) -> list[tuple[str, nn.Module, Tensor]]:
-    """Leaf modules in execution order with the input each one received on ``example``."""
-    seen: list[tuple[str, nn.Module, Tensor]] = []
-    handles = []
-    for name, mod in model.named_modules():
-        if len(list(mod.children())) == 0:
-            handles.append(mod.register_forward_pre_hook(
-                lambda m, args, name=name: seen.append((name, m, args[0].detach())) if args else None
-            ))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
 def first_layer(model: nn.Module, example: Tensor) -> tuple[str, nn.Module]:
     """The first module with parameters that the input meets, in execution order: ``(qualified name, module)``."""
-    for name, mod, _ in _leaf_order(model, example):
-        if any(True for _ in mod.parameters(recurse=False)):
-            return name, mod
-    raise ValueError(f"{type(model).__name__} has no parametrized layer that the input reaches")
+    name, mod, _ = first_layer_input(model, example)
+    return name, mod
 
 
 @dataclass(frozen=True)
@@ -134,21 +114,14 @@ class Affine:
         return cls(scale, shift)
 
 
-def _first_inputs(model: nn.Module, x: Tensor) -> tuple[str, nn.Module, Tensor]:
-    found = [(n, m, t) for n, m, t in _leaf_order(model, x) if any(True for _ in m.parameters(recurse=False))]
-    if not found:
-        raise ValueError(f"{type(model).__name__} has no parametrized layer that the input reaches")
-    return found[0]
-
-
 def _transform_at_first_layer(model: nn.Module, t: Affine, example: Tensor) -> tuple[str, nn.Module, Affine]:
     """The first layer and the transform as its input sees it: the layers before it must pass the input on
     linearly, up to a reshape (``Flatten``, ``Identity``, ``Dropout`` in eval mode), which is checked."""
     x = torch.cat([example[:1], torch.rand_like(example[:1]) * 2 - 1]) if len(example) < 2 else example[:2]
-    name, mod, seen = _first_inputs(model, x)
-    _, _, moved = _first_inputs(model, t.apply(x))
-    _, _, scale = _first_inputs(model, t.scale[None].expand_as(x[:1]).contiguous())
-    _, _, shift = _first_inputs(model, t.shift[None].expand_as(x[:1]).contiguous())
+    name, mod, seen = first_layer_input(model, x)
+    _, _, moved = first_layer_input(model, t.apply(x))
+    _, _, scale = first_layer_input(model, t.scale[None].expand_as(x[:1]).contiguous())
+    _, _, shift = first_layer_input(model, t.shift[None].expand_as(x[:1]).contiguous())
     expected = scale * seen + shift
     tol = 1e-5 * (float(moved.abs().max()) + 1e-12)
     if seen.shape[1:] != scale.shape[1:] or not torch.allclose(moved, expected, atol=tol, rtol=0):
