@@ -250,7 +250,8 @@ def test_labels_mode_and_its_checks(toy):
                               retrained_model=control)
     assert {CONTROL_REPEAT, CONTROL_RETRAINED, "permuted_labels"} <= set(res.table.layer)
     with pytest.raises(ValueError, match="retrained_model is the label test's control"):
-        model_randomization(model, data, ["gradient"], "cascading", retrained_model=control)
+        model_randomization(model, data, ["gradient"], "cascading", retrained_model=control,
+                            run=RunSettings(n_samples=4))
     with pytest.raises(ValueError, match="needs random_label_model"):
         model_randomization(model, data, ["gradient"], "labels")
     with pytest.raises(ValueError, match="only that mode"):
@@ -267,10 +268,12 @@ def test_bad_arguments(toy, toy_data):
     with pytest.raises(ValueError, match="unknown randomization mode"):
         model_randomization(model, data, ["gradient"], "top_down")
     with pytest.raises(ValueError, match="unknown score"):
-        model_randomization(model, data, ["gradient"], "cascading", scoring=ScoreSettings(names=("ssim", "psnr")))
+        model_randomization(model, data, ["gradient"], "cascading", scoring=ScoreSettings(names=("ssim", "psnr")),
+                            run=RunSettings(n_samples=4))
     with pytest.raises(ValueError, match="win_size"):  # SSIM cannot run on 8 x 8 maps: fails before any map
         tiny = create_model("small_cnn", (1, 8, 8), 3, channels=(2, 2), hidden=4)
-        model_randomization(tiny, toy_data(size=8), ["gradient"], "cascading", scoring=ScoreSettings(names=("ssim",)))
+        model_randomization(tiny, toy_data(size=8), ["gradient"], "cascading", scoring=ScoreSettings(names=("ssim",)),
+                            run=RunSettings(n_samples=4))
 
 
 def test_summary_last_stage_and_auc():

@@ -114,8 +114,16 @@ def write_table(df: pd.DataFrame, folder: str | os.PathLike, name: str = RESULTS
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """One results file, with the contract's columns and types."""
-    return _typed(pd.read_parquet(path)[COLUMNS])
+    """One results file, with the contract's columns and types. Raises ``ValueError`` naming the file when it cannot
+    be read as Parquet or lacks columns of the contract."""
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
+        raise ValueError(f"{path} is not a readable results table ({type(err).__name__}: {err})") from err
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the results columns {missing}; the contract is {COLUMNS}")
+    return _typed(df[COLUMNS])
 
 
 def read_tables(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from typing import List  # noqa: UP035  (OmegaConf reads these dataclasses as co
 
 from bench.core.scores import DEFAULT_SCORES
 
-__all__ = ["RunSettings", "ScoreSettings"]
+__all__ = ["RunSettings", "ScoreSettings", "check_run"]
 
 
 @dataclass
@@ -48,3 +48,17 @@ class ScoreSettings:
     results table's ``metric`` column records how every score was produced."""
 
     names: List[str] = field(default_factory=lambda: list(DEFAULT_SCORES))  # noqa: UP006
+
+
+def check_run(run: RunSettings, n_test: int) -> None:
+    """Raise ``ValueError`` naming the setting, its value and what is accepted, before any work: ``n_samples`` in
+    ``1..n_test`` (never clamped silently), ``batch_size``, ``seeds`` and ``fit_samples`` at least 1, ``keep_maps``
+    at least 0."""
+    checks = [("n_samples", run.n_samples, 1, n_test), ("batch_size", run.batch_size, 1, None),
+              ("seeds", run.seeds, 1, None), ("fit_samples", run.fit_samples, 1, None),
+              ("keep_maps", run.keep_maps, 0, None)]
+    for name, value, low, high in checks:
+        if not isinstance(value, int) or value < low or (high is not None and value > high):
+            accepted = f"{low}..{high}" if high is not None else f">= {low}"
+            where = f" (the test split holds {n_test} samples)" if name == "n_samples" else ""
+            raise ValueError(f"run.{name}={value!r} is out of range; accepted: {accepted}{where}")

@@ -47,7 +47,7 @@ from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explain
 from bench.core.results import score_table
 from bench.core.scores import EXACTNESS_SCORE, SIGN_SCORE
 from bench.core.scoring import MapBatch, score_maps
-from bench.core.settings import RunSettings, ScoreSettings
+from bench.core.settings import RunSettings, ScoreSettings, check_run
 from bench.twins.build import Affine, affine_twin, check_twin
 from bench.twins.ties import stable_ties
 
@@ -127,6 +127,7 @@ def input_invariance(
     from tqdm.auto import tqdm
 
     settings, run, scoring = settings or InvarianceSettings(), run or RunSettings(), scoring or ScoreSettings()
+    check_run(run, len(data.x_test))
     specs = method_specs(methods)
     names = list(dict.fromkeys([*scoring.names, EXACTNESS_SCORE, SIGN_SCORE]))
     dtype = torch.float64 if settings.float64 else torch.float32

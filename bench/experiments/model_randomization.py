@@ -47,7 +47,7 @@ from bench.core.data import Dataset
 from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, names_keyword, predict
 from bench.core.results import CONTROL_EDGES, CONTROL_INPUT, CONTROL_REPEAT, CONTROL_RETRAINED, score_table
 from bench.core.scoring import MapBatch, score_maps
-from bench.core.settings import RunSettings, ScoreSettings
+from bench.core.settings import RunSettings, ScoreSettings, check_run
 from bench.experiments.label_randomization import LABEL_STAGE, check_label_model
 from bench.randomization import randomized
 from methods.state import changed, eval_mode, fingerprint
@@ -242,8 +242,6 @@ def model_randomization(
     run, scoring = run or RunSettings(), scoring or ScoreSettings()
     if mode not in MODES:
         raise ValueError(f"unknown randomization mode {mode!r}; accepted: {', '.join(MODES)}")
-    if run.seeds < 1:
-        raise ValueError(f"run.seeds must be >= 1 (re-initialization seeds per test), got {run.seeds}")
     if (mode == "labels") != (random_label_model is not None):
         raise ValueError("mode 'labels' needs random_label_model (see train_on_permuted_labels), "
                          f"and only that mode takes one (mode {mode!r})")
@@ -268,6 +266,7 @@ def model_randomization(
     if retrained_model is not None:
         retrained = _on_device(retrained_model, device)
         check_label_model(trained, retrained)
+    check_run(run, len(data.x_test))
     before = fingerprint(trained)
     x = data.x_test[: run.n_samples].to(device)
     dims = x.ndim - 2  # 2 for images, 1 for signals, 0 for vectors (SSIM and HOG need images)
