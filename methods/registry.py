@@ -33,7 +33,9 @@ __all__ = [
     "DOMAIN_KEYS",
     "BaseExplainer",
     "Explainer",
+    "check_finite",
     "check_logits",
+    "NonFiniteError",
     "create",
     "explaining",
     "get_factory",
@@ -133,6 +135,26 @@ def check_logits(model: nn.Module, out: Tensor, target: Tensor) -> None:
         raise ValueError(f"target {target.tolist()} out of range for {out.shape[1]} classes")
 
 
+class NonFiniteError(ValueError):
+    """A tensor that must be finite (inputs, a shift, logits, maps) holds NaN or infinite values."""
+
+
+def check_finite(t: Tensor, what: str, hint: str = "") -> None:
+    """Raise :class:`NonFiniteError` naming ``what``, the counts of NaN and infinite values and the first samples
+    (along dim 0) that hold them, unless every value of ``t`` is finite. ``hint`` is appended to the message."""
+    if not t.is_floating_point() and not t.is_complex():
+        return
+    ok = torch.isfinite(t)
+    if bool(ok.all()):
+        return
+    n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+    where = ""
+    if t.ndim >= 1:
+        rows = (~ok).reshape(t.shape[0], -1).any(1).nonzero().flatten().tolist()
+        where = f" (samples {rows[:10]}{' ...' if len(rows) > 10 else ''})"
+    raise NonFiniteError(f"{what} hold(s) {n_nan} NaN and {n_inf} infinite values{where}{hint}")
+
+
 def target_logits(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     """``f_target(x)``: shape ``[B]``, after :func:`check_logits`."""
     out = model(x)
@@ -181,9 +203,16 @@ class BaseExplainer:
     def __call__(self, x: Tensor, target: Tensor | int | None = None) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim < 2:
             raise ValueError(f"x must be a batch [B, ...], got {getattr(x, 'shape', type(x).__name__)}")
+        check_finite(x, f"the input of {self!r}")
         with explaining(self.model):
             target = resolve_target(self.model, x, target)
-            return self.attribute(x.detach(), target).detach()
+            maps = self.attribute(x.detach(), target).detach()
+        if not bool(torch.isfinite(maps).all()):
+            with torch.no_grad(), eval_mode(self.model):
+                check_finite(self.model(x), f"the logits of {type(self.model).__name__} on the input of {self!r}",
+                             ": the model, not the method, produces them")
+            check_finite(maps, f"the maps of {self!r}", " for finite inputs and finite logits")
+        return maps
 
     def attribute(self, x: Tensor, target: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -35,7 +35,7 @@ def test_salbench_trains_with_overrides_and_records_the_job(tmp_path, salbench):
 )
 def test_bad_override_fails_at_composition_with_hydras_message(tmp_path, salbench, override, message):
     res = salbench(override, f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path, timeout=120)
-    assert res.returncode != 0
+    assert res.returncode == 2  # bad input (the README's exit codes)
     assert message in res.stderr, res.stderr[-3000:]
     assert not (tmp_path / "job" / "job.json").exists()  # nothing ran
 
@@ -43,7 +43,7 @@ def test_bad_override_fails_at_composition_with_hydras_message(tmp_path, salbenc
 def test_failed_job_is_recorded_and_exits_nonzero(tmp_path, salbench):
     res = salbench("data.name=mnist", f"data.root={tmp_path / 'nodata'}", f"hydra.run.dir={tmp_path / 'job'}",
                    cwd=tmp_path, timeout=120)
-    assert res.returncode == 1
+    assert res.returncode == 2  # the job could not start: bad input, not a method that failed (1)
     record = json.loads((tmp_path / "job" / "job.json").read_text())
     assert record["status"] == "failed" and "mnist_bundled" in record["error"]
 

@@ -26,7 +26,10 @@ def test_sweep_writes_one_table_per_job_isolates_failures_and_resumes(tmp_path, 
     args = ["-m", "method=gradient,gradient_x_input", "data.encoding=unit,sideways", *TINY,
             f"train.cache_dir={tmp_path / 'ckpt'}", f"hydra.sweep.dir={sweep}"]
     res = salbench(*args, cwd=tmp_path, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 1, res.stderr[-3000:]  # failed jobs: exit 1, after every job ran
+    summary = json.loads((sweep / "sweep.json").read_text())
+    assert (summary["ok"], summary["failed"], summary["skipped"]) == (2, 2, 0)
+    assert "2 ok, 2 failed, 0 skipped" in res.stdout + res.stderr
     records = _records(sweep)
     assert len(records) == 4
     failed = [r for r in records if r["status"] == "failed"]
@@ -53,8 +56,10 @@ def test_sweep_writes_one_table_per_job_isolates_failures_and_resumes(tmp_path, 
     assert check_main([str(sweep), "--baseline", str(base)]) == 1
     # re-running into the same folder skips the finished jobs (same config hash) and retries the failed ones
     res = salbench(*args, cwd=tmp_path, timeout=600)
-    assert res.returncode == 0
+    assert res.returncode == 1  # the failed jobs fail again
     assert res.stdout.count("skipped:") == 2, res.stdout
+    summary = json.loads((sweep / "sweep.json").read_text())
+    assert (summary["ok"], summary["failed"], summary["skipped"]) == (0, 2, 2)
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

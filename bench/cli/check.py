@@ -4,8 +4,9 @@
 CSV. Exit status: 0 when every baseline estimate lies inside the current cell's 95% interval (or within ``--atol``
 when given; :mod:`bench.reporting.check`) and every verdict and row /
 column is the same; 1 otherwise, after printing the cells that moved (with both values), the verdicts that
-flipped and the rows / columns present on one side only; 2 on a usage error (e.g. no baseline file and no
-``--update``). ``--update`` writes the current leaderboard to the baseline path (after printing what changed)
+flipped and the rows / columns present on one side only; 2 on bad input (no baseline file and no ``--update``, a
+damaged baseline or results table: the message names it). ``--update`` writes the current leaderboard to the
+baseline path (after printing what changed, when the old baseline is readable: a damaged one is replaced)
 and exits 0. When ``RUN`` is a folder and ``--metric`` is not given, the randomization metric is the baseline's.
 Imports neither torch, zennit nor timm.
 """
@@ -57,8 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     run, baseline_path = Path(args.run), Path(args.baseline)
     if not run.exists():
         return error(f"{run} does not exist")
-    baseline = read_leaderboard_csv(baseline_path) if baseline_path.is_file() else None
+    baseline, damage = None, ""
+    if baseline_path.is_file():
+        try:
+            baseline = read_leaderboard_csv(baseline_path)
+        except Exception as err:  # noqa: BLE001  (any parse failure: a damaged baseline, named below)
+            damage = f"{type(err).__name__}: {err}"
     if baseline is None and not args.update:
+        if damage:
+            return error(f"the baseline {baseline_path} cannot be read ({damage}); fix it or rewrite it from this "
+                         "run with --update")
         return error(f"baseline file {baseline_path} does not exist; create it from this run with --update")
     metric = args.metric or (baseline_metric(baseline) if baseline is not None else None) or DEFAULT_METRIC
     try:
@@ -68,16 +77,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.update:
         if baseline is not None:
-            print(compare(current, baseline, atol=args.atol))
+            try:
+                print(compare(current, baseline, atol=args.atol))
+            except ValueError as err:
+                damage = str(err)
+        if damage:
+            print(f"note: the old baseline {baseline_path} was damaged ({damage}); replacing it", file=sys.stderr)
+        existed = baseline_path.exists()
         atomic_write(baseline_path, lambda tmp: current.to_csv(tmp, index=False))
-        print(f"baseline {'updated' if baseline is not None else 'written'}: {baseline_path} "
+        print(f"baseline {'updated' if existed else 'written'}: {baseline_path} "
               f"({len(current)} rows)")
         return 0
     try:
         report = compare(current, baseline, atol=args.atol)
     except ValueError as err:
-        return error(str(err))
+        return error(f"{err} (in {baseline_path} or the run)")
     print(report)
+    if report.malformed:
+        return 2
     return 0 if report.ok else 1
 
 

@@ -51,7 +51,8 @@ def job_hash(config: MainConfig) -> str:
 
 
 #: config keys that change no score (where the results go, how the job runs, how verdicts are drawn from them)
-_NOT_RESULTS = ("train.cache_dir", "train.use_cache", "data.root", "data.download", "run.name", "run.tests",
+_NOT_RESULTS = ("train.cache_dir", "train.use_cache", "train.min_test_acc", "data.root", "data.download", "run.name",
+                "run.tests",
                 "run.batch_size", "run.device", "run.progress", "run.figures", "run.keep_maps",
                 "invariance.ssim_threshold", "invariance.tolerance")
 
@@ -110,6 +111,8 @@ def run(config: MainConfig, out: str | os.PathLike, *, skip_done: bool = True, m
     if skip_done and is_done(out, chash):
         record = json.loads((out / JOB_FILE).read_text())
         log.info("skipped: %s already holds the results of this config (%s)", out, chash)
+        record["last_skipped"] = time.time()  # the end-of-sweep summary counts it as skipped
+        _write_record(out, record)
         return {**record, "skipped": True}
     record: dict[str, Any] = {"status": "running", "config_hash": chash, "started": time.time(), "errors": {},
                               "tracebacks": {}}
@@ -118,7 +121,8 @@ def run(config: MainConfig, out: str | os.PathLike, *, skip_done: bool = True, m
         record.update(_run(config, out, chash, record, dict(meta or {})))
         record["status"] = "failed" if record["errors"] else "ok"
     except Exception as err:  # the job fails; a sweep goes on with its other jobs
-        log.exception("job failed")
+        log.error("job failed: %s: %s", type(err).__name__, err)
+        log.debug("traceback of the failed job", exc_info=True)
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     record["seconds"] = round(time.time() - record["started"], 3)
     _write_record(out, record)
@@ -128,7 +132,9 @@ def run(config: MainConfig, out: str | os.PathLike, *, skip_done: bool = True, m
 def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> dict:
     from bench.core.data import load_dataset
     from bench.core.explain import method_specs
+    from bench.core.settings import check_run
     from bench.core.training import load_or_train
+    from methods.registry import check_finite
 
     run = cfg.run
     unknown = set(run.tests) - set(TESTS)
@@ -137,16 +143,20 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     torch.manual_seed(run.seed)
     d = cfg.data
     data = load_dataset(d.name, encoding=d.encoding, seed=d.seed, root=d.root, download=d.download, n_test=d.n_test)
+    for split in ("train", "test"):
+        check_finite(data.split(split)[0], f"the {split} inputs of data set {data.name!r}")
+    check_run(run, len(data.x_test))
     model_kw = dict(cfg.model.kwargs)
     if cfg.model.pretrained:
         model_kw["pretrained"] = True
     model, info = load_or_train(cfg.model.name, data, cfg.train, model_kw=model_kw, device=run.device,
                                 progress=run.progress)
-    log.info("%s on %s (%s, %d train / %d test): test accuracy %.4f, train accuracy %.4f [%s: %s]", cfg.model.name,
-             data.name, data.encoding, len(data.x_train), len(data.x_test), info["test_acc"], info["train_acc"],
+    log.info("%s on %s (%s, %d train / %d test): test accuracy %.4f (required >= %.4f), train accuracy %.4f "
+             "[%s: %s]", cfg.model.name, data.name, data.encoding, len(data.x_train), len(data.x_test),
+             info["test_acc"], info["min_test_acc"], info["train_acc"],
              "loaded from cache" if info["cached"] else "trained", info["path"])
     summary: dict[str, Any] = {"model": cfg.model.name, "dataset": data.name, "test_acc": info["test_acc"],
-                               "train_acc": info["train_acc"]}
+                               "train_acc": info["train_acc"], "min_test_acc": info["min_test_acc"]}
     from bench.core.embedding import embedded, has_embedding
 
     if has_embedding(model):  # token ids: the tests run on the embedding output

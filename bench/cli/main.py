@@ -3,7 +3,11 @@
 It validates the composed config against the schema (:mod:`bench.cli.config`), converts it once to the typed settings
 objects (``OmegaConf.to_object``) and hands them to :func:`bench.cli.job.run`, which records the job's status
 (``job.json`` in the job's output folder) so that one failing job never hides the others; in a multi-run sweep a
-failed job does not stop the sweep, in a single run it exits with status 1.
+failed job does not stop the sweep, and the sweep ends with a summary (:mod:`bench.cli.sweep`).
+
+Exit status: 0 every job ok; 1 a job failed (a single run whose methods failed, or any failed job of a sweep:
+its ``job.json`` says why); 2 bad input or a crash before results (a config error, a data set that cannot be
+loaded, a model below the quality bar, ...: the message names it).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from bench.cli.config import register_configs
 
@@ -41,13 +46,19 @@ def validate(cfg: DictConfig) -> DictConfig:
 def _hydra_main(cfg: DictConfig) -> None:
     from bench.cli.job import run
 
+    _STATE["job_started"] = True
     # before anything runs: `+key=` overrides bypass Hydra's own struct check
-    config = OmegaConf.to_object(validate(cfg))
+    try:
+        config = OmegaConf.to_object(validate(cfg))
+    except OmegaConfBaseException as err:
+        sys.stderr.write(f"Error in the configuration: {err}\n(`salbench --cfg job` shows the accepted keys)\n")
+        sys.exit(2)
     record = run(config, _output_dir(), meta=_wandb_meta(config.run.name))
     if record["status"] != "ok":
-        log.error("job %s: %s", record["status"], record.get("error") or "; ".join(record.get("errors", {})))
+        log.error("job %s: %s (record: %s)", record["status"],
+                  record.get("error") or "; ".join(record.get("errors", {})), _output_dir() / "job.json")
         if not _is_multirun():
-            sys.exit(1)
+            sys.exit(2 if record.get("error") else 1)
 
 
 def _wandb_meta(run_name: str) -> dict:
@@ -68,9 +79,25 @@ def _is_multirun() -> bool:
         return False
 
 
+#: whether the task function was entered: a SystemExit before it is Hydra's (composition, override syntax)
+_STATE = {"job_started": False}
+
+
 def main() -> None:
+    """Run ``salbench``; the exit status is documented in the module docstring (and the README)."""
+    from bench.cli import sweep
+
     register_configs()
-    _hydra_main()
+    _STATE["job_started"] = False
+    try:
+        _hydra_main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _STATE["job_started"]:
+            sys.exit(2)  # Hydra could not compose the config: bad input
+        raise
+    summary = sweep.last_summary()
+    if summary.get("failed") or summary.get("unreadable"):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

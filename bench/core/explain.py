@@ -122,21 +122,32 @@ def names_keyword(factory: Any, key: str) -> bool:
 
 
 def explain_all(explainer, x: Tensor, target: Tensor, batch_size: int = 64) -> Tensor:
-    """Maps of ``x`` in batches of ``batch_size``; NaN maps raise with the method and the sample indices."""
+    """Maps of ``x`` in batches of ``batch_size``.
+
+    Raises ``ValueError`` for maps not shaped like ``x`` and :class:`~methods.registry.NonFiniteError` for NaN or
+    infinite maps, naming the method and the samples (the harness checks inputs and logits first, in
+    :func:`predict`, so what is left to blame is the method)."""
+    from methods.registry import check_finite
+
     maps = torch.cat([explainer(x[i : i + batch_size], target[i : i + batch_size])
                       for i in range(0, len(x), batch_size)])
     if maps.shape != x.shape:
         raise ValueError(f"{explainer!r} returned maps of shape {tuple(maps.shape)} for inputs {tuple(x.shape)}")
-    bad = torch.isnan(maps.flatten(1)).any(1)
-    if bad.any():
-        raise ValueError(f"{explainer!r} produced NaN maps for samples {bad.nonzero().flatten().tolist()[:10]}")
+    check_finite(maps, f"the maps of {explainer!r}", " for finite inputs and logits: the method produced them")
     return maps
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 64) -> Tensor:
-    """The predicted classes ``LongTensor[B]`` of ``x`` in batches, the model in eval mode (its mode restored)."""
+def predict(model: nn.Module, x: Tensor, batch_size: int = 64, what: str = "the evaluated inputs") -> Tensor:
+    """The predicted classes ``LongTensor[B]`` of ``x`` in batches, the model in eval mode (its mode restored).
+
+    Raises :class:`~methods.registry.NonFiniteError` when ``x`` (named ``what``) or the model's logits hold NaN
+    or infinite values, naming which and the samples."""
+    from methods.registry import check_finite
     from methods.state import eval_mode
 
+    check_finite(x, what)
     with eval_mode(model):
-        return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    check_finite(logits, f"the logits of {type(model).__name__} on {what}", ": the model produces them")
+    return logits.argmax(1)

@@ -1,13 +1,18 @@
-"""Seeded SGD training of the reference models, with a checkpoint cache.
+"""Seeded SGD training of the reference models, with a checkpoint cache and a model-quality guard.
 
 :func:`load_or_train` creates a model (:func:`bench.core.models.create_model`), then loads its cached checkpoint
-or trains it (:func:`train`) and caches the result under :func:`cache_dir`.
+or trains it (:func:`train`) and caches the result under :func:`cache_dir`. A cached checkpoint is validated on
+load (readable, the weights' content hash equals the one stored at save time, all weights finite); one that fails
+is named in a warning and retrained over. A model whose test accuracy is not clearly above chance is refused
+(:func:`check_quality`, :class:`ModelQualityError`): a saliency test of an untrained model says nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +26,26 @@ from bench.core.data import Dataset
 from bench.core.models import create_model
 from methods.state import eval_mode
 
-__all__ = ["TrainConfig", "train", "evaluate", "load_or_train", "cache_dir"]
+__all__ = ["TrainConfig", "train", "evaluate", "load_or_train", "cache_dir", "check_quality", "chance_level",
+           "default_min_test_acc", "ModelQualityError", "weights_hash"]
+
+log = logging.getLogger(__name__)
+
+#: the default quality bar lies this fraction of the way from chance to perfect accuracy
+QUALITY_MARGIN = 0.25
+
+
+class ModelQualityError(ValueError):
+    """The model's test accuracy is not clearly above chance (or its weights are not finite)."""
 
 
 @dataclass
 class TrainConfig:
     """Plain minibatch SGD, as in the paper (no momentum, no weight decay by default); also the ``train`` config
     group. ``cache_dir`` (default :func:`cache_dir`) and ``use_cache`` say where checkpoints are kept; they are
-    not part of a checkpoint's key."""
+    not part of a checkpoint's key. ``min_test_acc``: the test accuracy a model must reach to be benchmarked
+    (``None``: :func:`default_min_test_acc` of the data, chance plus a quarter of the way to 1; ``0`` turns the
+    guard off)."""
 
     epochs: int = 10
     lr: float = 0.2
@@ -38,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     cache_dir: Optional[str] = None  # noqa: UP045
     use_cache: bool = True
+    min_test_acc: Optional[float] = None  # noqa: UP045
 
     def recipe(self) -> dict:
         """The fields that determine the trained weights (the checkpoint key)."""
@@ -131,6 +149,74 @@ def _cache_key(model_name: str, model_kw: dict, data: Dataset, cfg: TrainConfig,
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def chance_level(y: torch.Tensor, num_classes: int) -> float:
+    """Accuracy of always predicting the most frequent class of ``y`` (``1 / num_classes`` for an empty ``y``)."""
+    if len(y) == 0:
+        return 1.0 / num_classes
+    return float(torch.bincount(y.long(), minlength=num_classes).max()) / len(y)
+
+
+def default_min_test_acc(data: Dataset) -> float:
+    """The default quality bar: chance (:func:`chance_level` of the test labels) plus :data:`QUALITY_MARGIN` of
+    the way to 1 (0.325 on ten balanced classes, 0.72 on the breast-cancer table)."""
+    chance = chance_level(data.y_test, data.num_classes)
+    return chance + QUALITY_MARGIN * (1.0 - chance)
+
+
+def check_quality(model_name: str, data: Dataset, info: dict, min_test_acc: float | None = None) -> float:
+    """Refuse a model that is not clearly better than chance; returns the bar that was applied.
+
+    ``info``: holds ``test_acc`` (and ``loss``, ``path`` when known). ``min_test_acc``: the bar (``None``:
+    :func:`default_min_test_acc`; ``0`` or less: no check). Raises :class:`ModelQualityError` naming the
+    accuracy, chance, the bar and how to override it."""
+    chance = chance_level(data.y_test, data.num_classes)
+    bar = default_min_test_acc(data) if min_test_acc is None else float(min_test_acc)
+    if bar <= 0 or len(data.y_test) == 0:
+        return bar
+    acc = float(info.get("test_acc", float("nan")))
+    if acc >= bar:
+        return bar
+    loss = info.get("loss")
+    diverged = f"; the training loss is {loss} (diverged: lower train.lr)" if loss is not None and not \
+        math.isfinite(float(loss)) else ""
+    raise ModelQualityError(
+        f"{model_name} reaches test accuracy {acc:.4f} on {data.name} ({len(data.y_test)} test samples), not "
+        f"clearly above chance {chance:.4f} (required >= {bar:.4f}){diverged}: its maps would not explain a "
+        f"trained model. Train it longer (train.epochs=...), or accept it with train.min_test_acc={acc:.2f} "
+        "(0 turns the check off). The checkpoint is kept: " + str(info.get("path", "not cached"))
+    )
+
+
+def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes (a checkpoint's content, stored beside it)."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _read_checkpoint(path: Path, model: nn.Module) -> tuple[dict | None, str]:
+    """Load and validate a cached checkpoint into ``model``: ``(info, "")`` or ``(None, why it is unusable)``."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        state, info = blob["state_dict"], dict(blob["info"])
+    except Exception as err:  # noqa: BLE001  (truncated, not a checkpoint, ...: named and retrained)
+        return None, f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    stored = info.get("weights_sha256")
+    if stored is not None and stored != weights_hash(state):
+        return None, "its weights do not match the content hash stored with them (modified or damaged)"
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        return None, f"non-finite weights in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        return None, f"it does not fit the model ({str(err).splitlines()[0]})"
+    return info, ""
+
+
 def load_or_train(
     model_name: str,
     data: Dataset,
@@ -143,10 +229,15 @@ def load_or_train(
 ) -> tuple[nn.Module, dict]:
     """Create ``model_name``, then load its cached checkpoint or train it and cache the result.
 
-    ``cfg`` (default :class:`TrainConfig`): the recipe, and where checkpoints are cached (``cfg.cache_dir``,
-    ``cfg.use_cache``). The cache key hashes the model name and arguments, the data (name, encoding, content),
-    the recipe (:meth:`TrainConfig.recipe`) and ``labels``. Returns ``(model in eval mode, info)`` where
-    ``info`` holds the accuracies, ``"cached": bool`` and ``"path"``.
+    ``cfg`` (default :class:`TrainConfig`): the recipe, where checkpoints are cached (``cfg.cache_dir``,
+    ``cfg.use_cache``) and the quality bar (``cfg.min_test_acc``). The cache key hashes the model name and
+    arguments, the data (name, encoding, content of each split), the recipe (:meth:`TrainConfig.recipe`) and
+    ``labels``. A cached checkpoint that is unreadable, modified (content hash) or not finite is named in a warning
+    and retrained over. Returns ``(model in eval mode, info)`` where ``info`` holds the accuracies,
+    ``"cached": bool``, ``"path"`` and ``"min_test_acc"`` (the bar applied).
+
+    Raises :class:`ModelQualityError` when the model (trained on the true labels: ``labels is None``) does not
+    reach the bar; the trained checkpoint is cached first, so accepting it with a lower bar does not retrain.
     """
     cfg = cfg or TrainConfig()
     model_kw = dict(model_kw or {})
@@ -154,13 +245,26 @@ def load_or_train(
     extra = "" if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:16]
     key = _cache_key(model_name, model_kw, data, cfg, extra)
     path = cache_dir(cfg.cache_dir) / f"{model_name.replace(':', '_')}-{key}.pt"
+    info: dict | None = None
     if cfg.use_cache and path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["state_dict"])
-        model.to(device).eval()
-        return model, {**blob["info"], "cached": True, "path": str(path)}
-    info = train(model, data, cfg, labels=labels, device=device, progress=progress)
-    if cfg.use_cache:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_write(path, lambda tmp: torch.save({"state_dict": state, "info": info}, tmp))
-    return model, {**info, "cached": False, "path": str(path)}
+        info, why = _read_checkpoint(path, model)
+        if info is None:
+            log.warning("the cached checkpoint %s is unusable: %s; retraining and replacing it (to clear the cache: "
+                        "rm %s)", path, why, path)
+            model = create_model(model_name, data.input_shape, data.num_classes, **model_kw)
+        else:
+            model.to(device).eval()
+            info = {**info, "cached": True, "path": str(path)}
+    if info is None:
+        info = train(model, data, cfg, labels=labels, device=device, progress=progress)
+        finite = all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
+        if not finite:
+            log.warning("%s: training produced non-finite weights (loss %s); not cached", model_name, info["loss"])
+        if cfg.use_cache and finite:
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            info["weights_sha256"] = weights_hash(state)
+            atomic_write(path, lambda tmp: torch.save({"state_dict": state, "info": info}, tmp))
+        info = {**info, "cached": False, "path": str(path)}
+    if labels is None:
+        info["min_test_acc"] = check_quality(model_name, data, info, cfg.min_test_acc)
+    return model, info

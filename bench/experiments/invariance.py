@@ -140,7 +140,7 @@ def input_invariance(
     x = data.x_test[: run.n_samples].to(device=run.device, dtype=dtype)
     dims = x.ndim - 2  # 2 for images, 1 for signals, 0 for vectors (SSIM and HOG need images)
     bs = run.batch_size
-    target = predict(f1, x, bs)
+    target = predict(f1, x, bs, what=f"the first {len(x)} test inputs of {data.name!r}")
     x_fit = data.x_train[: run.fit_samples].to(device=run.device, dtype=dtype)
     y_fit = data.y_train[: run.fit_samples].to(run.device)
     low, high = data.domain

@@ -276,7 +276,7 @@ def model_randomization(
     result = RandomizationResult(table=pd.DataFrame(), mode=mode_label, inputs=x[: run.keep_maps].cpu())
     scored: list[tuple[dict, dict[str, Tensor]]] = []  # one table at the end
 
-    target = predict(trained, x, bs)
+    target = predict(trained, x, bs, what=f"the first {len(x)} test inputs of {data.name!r}")
     result.targets = target[: run.keep_maps].cpu()
 
     # the reference maps, normalized and ranked once for all stages: the trained model's, or in the label test the

@@ -68,13 +68,15 @@ class CheckReport:
     new_rows: list[tuple[str, str]] = field(default_factory=list)
     missing_columns: list[str] = field(default_factory=list)
     new_columns: list[str] = field(default_factory=list)
+    #: baseline cells of numeric columns that are not numbers: a damaged baseline, not a regression
+    malformed: list[Cell] = field(default_factory=list)
     compared_rows: int = 0
     compared_columns: int = 0
 
     @property
     def ok(self) -> bool:
         return not (self.moved or self.flipped or self.missing_rows or self.new_rows or self.missing_columns
-                    or self.new_columns)
+                    or self.new_columns or self.malformed)
 
     @property
     def rule(self) -> str:
@@ -88,7 +90,12 @@ class CheckReport:
                     f"({self.compared_rows} rows x {self.compared_columns} columns compared)")
         lines = [f"FAILED: {len(self.moved)} cell(s) moved beyond {self.rule}, {len(self.flipped)} "
                  f"verdict(s) flipped ({self.compared_rows} rows x {self.compared_columns} columns compared)"]
+        if self.malformed:
+            lines[0] += (f"; {len(self.malformed)} baseline cell(s) of numeric columns are not numbers (a damaged "
+                         "baseline: fix the cells or rewrite it with --update)")
         sections = [
+            ("baseline cells that are not numbers", [f"{c.model} / {c.method} / {c.column}: {c.baseline!r}"
+                                                     for c in self.malformed]),
             ("cells moved beyond the tolerance", [c.describe(True) for c in self.moved]),
             ("verdicts flipped", [c.describe(False) for c in self.flipped]),
             ("rows only in the baseline (missing from the run)", [" / ".join(r) for r in self.missing_rows]),
@@ -102,11 +109,10 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _is_numeric(current: pd.Series, baseline: pd.Series) -> bool:
-    def numeric(s: pd.Series) -> bool:
-        return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-
-    return numeric(current) and numeric(baseline)
+def _is_numeric(current: pd.Series) -> bool:
+    """A column is numeric when the current leaderboard (built by this harness, never hand-edited) says so; the
+    baseline's cells are read as numbers there (a text cell in a baseline column is damage, not a verdict)."""
+    return pd.api.types.is_numeric_dtype(current) and not pd.api.types.is_bool_dtype(current)
 
 
 def compare(current: pd.DataFrame, baseline: pd.DataFrame, *, atol: float | None = None) -> CheckReport:
@@ -132,11 +138,14 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame, *, atol: float | None
     columns = [c for c in base.columns if c in cur.columns and c not in skip]
     report.compared_rows, report.compared_columns = len(rows), len(columns)
     for col in columns:
-        numeric = _is_numeric(cur[col], base[col])
+        numeric = _is_numeric(cur[col])
         for key in rows:
             b, c = base.at[key, col], cur.at[key, col]
             if numeric:
-                fb, fc = float(b), float(c)
+                fb, fc = _num(b), float(c)
+                if math.isnan(fb) and _text(b).strip().lower() not in ("", "nan", "n/a"):
+                    report.malformed.append(Cell(*key, col, b, fc))
+                    continue
                 if math.isnan(fb) and math.isnan(fc):
                     continue
                 if math.isnan(fb) or math.isnan(fc) or _moved(fb, fc, cur, key, col, atol):

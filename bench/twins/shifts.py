@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.twins.build import Affine
+from methods.registry import check_finite
 from methods.state import eval_mode
 
 __all__ = ["mean_shift", "checkerboard", "adversarial_image", "custom", "make_shift", "ShiftSpec", "KINDS",
@@ -99,6 +100,7 @@ def custom(path: str | os.PathLike, shape: tuple[int, ...]) -> Tensor:
     if not os.path.exists(path):
         raise FileNotFoundError(f"custom shift file {path} does not exist (save one with torch.save(tensor, path))")
     m = torch.as_tensor(torch.load(path, map_location="cpu", weights_only=True)).float()
+    check_finite(m, f"the custom shift {path}", "; a shift must be finite everywhere")
     try:
         return m.expand(tuple(shape)).clone()
     except RuntimeError as err:
