@@ -72,6 +72,17 @@ def test_load_or_train_refuses_an_untrained_model_and_keeps_its_checkpoint(tmp_p
     assert info["cached"] and info["min_test_acc"] == 0.0
 
 
+@pytest.mark.parametrize(("key", "value", "accepted"), [
+    ("epochs", -1, ">= 0"), ("lr", 0.0, "> 0"), ("lr", float("nan"), "> 0"), ("batch_size", 0, ">= 1"),
+    ("momentum", 1.0, r"\[0, 1\)"), ("weight_decay", -0.1, ">= 0"), ("min_test_acc", 1.5, r"\[0, 1\]"),
+])
+def test_training_settings_out_of_range_are_named_before_training(tmp_path, key, value, accepted):
+    cfg = dataclasses.replace(TrainConfig(cache_dir=str(tmp_path)), **{key: value})
+    with pytest.raises(ValueError, match=rf"train\.{key}={value!r} is out of range; accepted: {accepted}"):
+        load_or_train("paper_mlp", _digits_like(), cfg, model_kw={"hidden": 8}, progress=False)
+    assert not list(tmp_path.glob("*.pt"))
+
+
 # ------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -286,3 +297,16 @@ def test_update_repairs_a_broken_baseline(sweep_and_baseline, capsys):
     assert "cannot be read" in err or "lacks the key columns" in err, err
     assert check_main([str(sweep), "--baseline", str(baseline), "--update"]) == 0
     assert check_main([str(sweep), "--baseline", str(baseline)]) == 0
+
+
+@pytest.mark.slow
+def test_the_negative_encoding_at_the_default_lr_is_refused_and_the_readme_lr_trains():
+    """The issue's case (README: ``salbench data.encoding=negative train.lr=0.05``): SGD at lr 0.2 does not train
+    paper_mlp on the [-1, 0] digits (measured 0.10 test accuracy), lr 0.05 does (0.88)."""
+    from bench.core.data import load_dataset
+
+    data = load_dataset("mnist_bundled", encoding="negative")
+    with pytest.raises(ModelQualityError, match="not clearly above chance 0.1000"):
+        load_or_train("paper_mlp", data, progress=False)
+    _, info = load_or_train("paper_mlp", data, TrainConfig(lr=0.05), progress=False)
+    assert info["test_acc"] > 0.8

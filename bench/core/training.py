@@ -57,6 +57,20 @@ class TrainConfig:
     use_cache: bool = True
     min_test_acc: Optional[float] = None  # noqa: UP045
 
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the key, its value and the accepted range for a setting out of range
+        (``epochs`` >= 0, ``lr`` > 0, ``batch_size`` >= 1, ``momentum`` in [0, 1), ``weight_decay`` >= 0,
+        ``min_test_acc`` in [0, 1] or None); called before any training."""
+        checks = [("epochs", self.epochs, self.epochs >= 0, ">= 0"), ("lr", self.lr, self.lr > 0, "> 0"),
+                  ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+                  ("momentum", self.momentum, 0 <= self.momentum < 1, "[0, 1)"),
+                  ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+                  ("min_test_acc", self.min_test_acc, self.min_test_acc is None or 0 <= self.min_test_acc <= 1,
+                   "[0, 1], or null for the data set's default")]
+        for name, value, ok, accepted in checks:
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ValueError(f"train.{name}={value!r} is out of range; accepted: {accepted}")
+
     def recipe(self) -> dict:
         """The fields that determine the trained weights (the checkpoint key)."""
         return dict(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
@@ -240,6 +254,7 @@ def load_or_train(
     reach the bar; the trained checkpoint is cached first, so accepting it with a lower bar does not retrain.
     """
     cfg = cfg or TrainConfig()
+    cfg.check()
     model_kw = dict(model_kw or {})
     model = create_model(model_name, data.input_shape, data.num_classes, **model_kw)
     extra = "" if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:16]
