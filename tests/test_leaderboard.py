@@ -132,8 +132,8 @@ def test_cli_writes_three_formats(tmp_path, capsys, full_table, make_sweep):
 
     page = (out / "leaderboard.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
-    assert "data:image/png;base64," in page and "cascade.png" in page
-    assert "<link" not in page and "<script" not in page and "src='http" not in page
+    assert page.count("data:image/png;base64,") == 1 and "cascade.png" not in page  # a caption, not a path
+    assert "<link" not in page and "src='http" not in page and "href=" not in page  # self-contained
     assert "boom in broken" in page and "<td class='exact'>exact</td>" in page
 
 
@@ -152,8 +152,9 @@ def test_cli_formats_default_out_and_errors(tmp_path, capsys, make_sweep):
     assert lb_cli.main([str(empty)]) == 2
     err = capsys.readouterr().err
     assert "no results.parquet" in err and "OSError: no data" in err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         lb_cli.main([str(sweep), "--format", "pdf"])
+    assert exit_.value.code == 2
 
 
 def test_html_without_figures_or_rows(invariance_table):

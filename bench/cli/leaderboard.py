@@ -1,41 +1,69 @@
 """``salbench-leaderboard FOLDER [FOLDER ...]``: the leaderboard of one or more sweeps.
 
 Reads every ``results.parquet`` under the folders, prints the leaderboard as Markdown and writes
-``leaderboard.md``, ``leaderboard.csv`` and a self-contained ``leaderboard.html`` (inline CSS, the job folders'
-PNG figures embedded) to ``--out`` (default: the first folder). Imports neither torch, zennit nor timm.
+``leaderboard.md``, ``leaderboard.csv`` and a self-contained ``leaderboard.html`` (inline CSS and script, the job
+folders' own PNG figures embedded) to ``--out`` (default: the first folder). A results file that cannot be read is
+skipped with a warning and listed in the outputs. Imports neither torch, zennit nor timm.
+
+Exit status: 0 when the leaderboard was written; 2 on bad input (a folder that does not exist, no readable results,
+an unknown option value such as a ``--rank-by`` column or ``--metric``, an output folder that cannot be written),
+with a message naming the value and what is accepted.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench._io import atomic_write
-from bench.core.results import read_tables
 from bench.reporting.leaderboard import (
     DEFAULT_METRIC,
     compare_methods,
     find_failed_jobs,
     load_leaderboard,
+    load_results,
     read_row_configs,
 )
 from bench.reporting.render import FORMATS, comparison_markdown, to_markdown, write_leaderboard
 
 __all__ = ["main", "add_build_options", "build_kwargs"]
 
+PROG = "salbench-leaderboard"
+
+
+def _number(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number in ``[low, high]`` (either end open when ``None``)."""
+    accepted = (f"a number in [{low:g}, {high:g}]" if low is not None and high is not None
+                else f"a number >= {low:g}" if low is not None else "a number")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; accepted: {accepted}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; accepted: {accepted}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
 
 def add_build_options(parser: argparse.ArgumentParser, *, metric_default: str | None = DEFAULT_METRIC) -> None:
-    """The options that decide the leaderboard's values (shared with ``salbench-check``)."""
+    """The options that decide the leaderboard's values (shared with ``salbench-check``); out-of-range numbers are
+    usage errors (exit 2) that name the value and the accepted range."""
     parser.add_argument("--metric", default=metric_default,
                         help=f"randomization similarity metric (default: {metric_default or 'from the baseline'})")
-    parser.add_argument("--min-drop", type=float, default=None,
+    parser.add_argument("--min-drop", type=_number(0.0), default=None,
                         help="randomization passes when the paired drop below the repeatability control is at least "
                              "this (95%% lower bound; default: the metric's min_drop in the score registry)")
-    parser.add_argument("--ssim-threshold", type=float, default=None,
+    parser.add_argument("--ssim-threshold", type=_number(-1.0, 1.0), default=None,
                         help="invariance passes when the mean SSIM is at least this (default: the registry's, 0.99)")
-    parser.add_argument("--tolerance", type=float, default=None,
+    parser.add_argument("--tolerance", type=_number(0.0), default=None,
                         help="'exact' when the 95th percentile of max_rel_diff is at most this (default: the "
                              "registry's, 1e-3)")
 
@@ -46,11 +74,31 @@ def build_kwargs(args: argparse.Namespace) -> dict:
                 min_drop=args.min_drop)
 
 
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+_HANDLER = logging.StreamHandler(sys.stderr)
+_HANDLER.setFormatter(logging.Formatter(f"{PROG}: warning: %(message)s"))
+_HANDLER.setLevel(logging.WARNING)
+
+
+def _warnings_to_stderr() -> None:
+    """Library warnings (a skipped results file) as ``salbench-leaderboard: warning: ...`` lines on stderr, unless
+    the caller configured logging."""
+    logger = logging.getLogger("bench.reporting")
+    if not logging.getLogger().handlers and _HANDLER not in logger.handlers:
+        _HANDLER.setStream(sys.stderr)
+        logger.addHandler(_HANDLER)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``salbench-leaderboard FOLDER [FOLDER ...] [--out DIR] [--format md,csv,html] [--sort KEY] [--metric NAME]
-    [--compare A B] [--rank-by COLUMN]``: print the Markdown leaderboard and write the files. Exit status 0, or 2
-    when there are no results."""
-    parser = argparse.ArgumentParser(prog="salbench-leaderboard", description=__doc__.split("\n\n")[0],
+    [--compare A B] [--rank-by COLUMN]``: print the Markdown leaderboard and write the files. Returns the exit
+    status: 0 written, 2 bad input (the message names the bad value and what is accepted; usage errors exit 2
+    through argparse)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", help="sweep or job folders (searched for results.parquet)")
     parser.add_argument("--out", default=None, help="where to write leaderboard.* (default: the first folder)")
@@ -66,32 +114,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_build_options(parser)
     args = parser.parse_args(argv)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    if set(formats) - set(FORMATS):
-        parser.error(f"--format: unknown {sorted(set(formats) - set(FORMATS))}; accepted: {','.join(FORMATS)}")
+    if not formats or set(formats) - set(FORMATS):
+        parser.error(f"--format: unknown {sorted(set(formats) - set(FORMATS)) or repr(args.format)}; accepted: "
+                     f"a comma-separated subset of {','.join(FORMATS)}")
+    _warnings_to_stderr()
+    missing = [f for f in args.folders if not Path(f).exists()]
+    if missing:
+        return _error(f"no such file or folder: {', '.join(missing)} (give sweep or job folders that hold "
+                      "results.parquet files)")
+    out = Path(args.out or args.folders[0])
+    if out.exists() and not out.is_dir():
+        return _error(f"--out {out} is a file; accepted: a folder (created when missing)")
     try:
         lb = load_leaderboard(args.folders, figures=not args.no_figures, sort=args.sort, rank_by=args.rank_by,
-                              **build_kwargs(args))
+                              skip_unreadable=True, **build_kwargs(args))
         comparison = None
         if args.compare:
             folders = list(dict.fromkeys(str(Path(f).resolve()) for f in args.folders))
-            comparison = compare_methods(read_tables(folders).drop_duplicates(), *args.compare, metric=args.metric,
-                                         configs=read_row_configs(folders))
+            table, _ = load_results(folders, skip_unreadable=True)
+            comparison = compare_methods(table.drop(columns="job").drop_duplicates(), *args.compare,
+                                         metric=args.metric, configs=read_row_configs(folders))
     except FileNotFoundError as err:
-        failed = find_failed_jobs(args.folders)
-        print(f"salbench-leaderboard: error: {err}", file=sys.stderr)
-        for r in failed.itertuples():
+        _error(str(err))
+        for r in find_failed_jobs(args.folders).itertuples():
             print(f"  failed job {r.job}: {r.error}", file=sys.stderr)
         return 2
     except ValueError as err:
-        print(f"salbench-leaderboard: error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     print(to_markdown(lb))
-    paths = write_leaderboard(lb, args.out or args.folders[0], formats)
+    try:
+        paths = write_leaderboard(lb, out, formats)
+        if comparison is not None:
+            a, b = args.compare
+            paths["compare"] = atomic_write(out / f"compare_{a}_{b}.csv",
+                                            lambda tmp: comparison.to_csv(tmp, index=False))
+    except OSError as err:
+        return _error(f"cannot write to {out}: {err}")
     if comparison is not None:
         print(comparison_markdown(comparison))
-        a, b = args.compare
-        paths["compare"] = atomic_write(Path(args.out or args.folders[0]) / f"compare_{a}_{b}.csv",
-                                        lambda tmp: comparison.to_csv(tmp, index=False))
+    if lb.skipped:
+        print(f"{PROG}: warning: {len(lb.skipped)} results file(s) skipped as unreadable (listed in the leaderboard)",
+              file=sys.stderr)
     print("written: " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0
 

@@ -19,7 +19,8 @@ from bench.core.results import CONTROL_REPEAT, is_control
 if TYPE_CHECKING:  # the maps are tensors; this module does not import torch itself
     from torch import Tensor
 
-__all__ = ["invariance_grid", "cascade_grid", "similarity_curves", "invariance_figures", "randomization_figures"]
+__all__ = ["invariance_grid", "cascade_grid", "similarity_curves", "invariance_figures", "randomization_figures",
+           "stage_labels"]
 
 
 def _plt():
@@ -74,6 +75,56 @@ def _img(x: Tensor) -> np.ndarray:
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
+def _shorten(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters: as it is when it fits; a merged unit (``a+b+c``) as its first and
+    last names (``conv_head+…+classifier``) or its first name (``features.0+…``); a module path by its last
+    components (``…blocks.11.attn.qkv``); else cut in the middle."""
+    if len(name) <= width:
+        return name
+    if "+" in name:
+        parts = name.split("+")
+        for short in (f"{parts[0]}+…+{parts[-1]}", f"{parts[0]}+…"):
+            if len(short) <= width:
+                return short
+        return _shorten(parts[0], width - 2) + "+…"
+    if "." in name:
+        tail = name.split(".")
+        while len(tail) > 1 and len("…" + ".".join(tail)) > width:
+            tail = tail[1:]
+        short = "…" + ".".join(tail)
+        if len(short) <= width:
+            return short
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
+def stage_labels(stages: Sequence[str], model: Any = None, *, sep: str = " ", width: int = 18) -> dict[str, str]:
+    """``{stage: label}``: short, readable labels of randomization stages. A stage is a unit name
+    (:mod:`bench.randomization.units`: the module's qualified name, ``fc3``, ``features.3``, ``layer1.0``, or names
+    joined by ``+`` for merged units) or ``permuted_labels``. The label is the name, shortened in the middle to
+    ``width`` characters, then ``sep`` and the class of its module(s) (``Linear``, ``Conv2d+BatchNorm2d``) when
+    ``model`` (the model the stages were cut from: anything with ``named_modules()``) is given; ``"7 Linear"`` for
+    the last layer of an ``nn.Sequential`` MLP. Without a model, a bare ``nn.Sequential`` index reads
+    ``"module 7"``; other names stay as they are; ``permuted_labels`` reads ``"permuted labels"``."""
+    modules: dict[str, Any] = {}
+    if model is not None and hasattr(model, "named_modules"):
+        modules = dict(model.named_modules())
+    out = {}
+    for stage in stages:
+        stage = str(stage)
+        kinds = list(dict.fromkeys(type(modules[p]).__name__ for p in stage.split("+") if p in modules))
+        if len(kinds) > 2:
+            kinds = [kinds[0], "…"]
+        name = _shorten(stage, width)
+        if kinds:
+            out[stage] = f"{name}{sep}{'+'.join(kinds)}"
+        elif stage.isdigit():
+            out[stage] = f"module {stage}"
+        else:
+            out[stage] = stage.replace("_", " ") if stage == "permuted_labels" else name
+    return out
+
+
 def invariance_grid(
     maps: Mapping[str, tuple[Tensor, Tensor]],
     inputs: tuple[Tensor, Tensor],
@@ -126,17 +177,21 @@ def cascade_grid(
     *,
     title: str = "",
     sample: int = 0,
+    labels: Mapping[str, str] | None = None,
 ) -> Path:
     """Rows = methods; columns = the input, the trained model's map (``maps[name][0]``), then each stage
     (``maps[name][k]`` for ``stages[k - 1]``), ``|map|`` scaled per panel as the paper shows them. ``stages``:
     the stage names (``RandomizationResult.stages``); a leading ``"trained"`` label is accepted and not
-    repeated. A method with fewer maps (it failed at a stage) leaves the later panels empty."""
+    repeated. Column titles: ``labels[stage]`` (default :func:`stage_labels` without a model, two lines).
+    A method with fewer maps (it failed at a stage) leaves the later panels empty."""
     plt = _plt()
     names = list(maps)
     if not names:
         raise ValueError("cascade_grid: no maps to draw")
-    labels = ["input", *([] if list(stages[:1]) == ["trained"] else ["trained"]), *stages]
-    cols = len(labels)
+    stages = list(stages[1:]) if list(stages[:1]) == ["trained"] else list(stages)
+    shown = {**stage_labels(stages, sep="\n"), **(labels or {})}
+    titles = ["input", "trained", *(shown[s] for s in stages)]
+    cols = len(titles)
     fig, axes = plt.subplots(len(names), cols, figsize=(1.3 * cols + 1, 1.4 * len(names) + 0.6), squeeze=False)
     for row, name in enumerate(names):
         panels = maps[name]
@@ -155,17 +210,19 @@ def cascade_grid(
             else:
                 ax.set_axis_off()
             if row == 0:
-                ax.set_title(labels[col], fontsize=6, rotation=45, ha="left")
+                ax.set_title(titles[col], fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     return _save(fig, path, title, fontsize=9)
 
 
-def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
+def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "",
+                      labels: Mapping[str, str] | None = None) -> Path:
     """Mean similarity to the trained map per stage, per method, with a 95% band (normal approximation over
     samples); the method's repeatability control (``control:repeat``) as a dotted line in its colour: one panel per
-    metric, one row per condition (each condition has its own stage order). One model per table."""
+    metric, one row per condition (each condition has its own stage order). One model per table. Stage tick labels:
+    ``labels[stage]`` (default :func:`stage_labels` without a model)."""
     plt = _plt()
     controls = table[table.layer.map(is_control)]
     table = table[~table.layer.map(is_control)]
@@ -173,8 +230,10 @@ def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: st
     if not metrics:
         raise ValueError("similarity_curves: the table holds no similarity scores")
     conditions = list(dict.fromkeys(table.condition))
-    palette = plt.get_cmap("tab20")  # one colour (and line style past 20) per method, the same in every panel
-    style = {m: dict(color=palette(i % 20), ls="-" if i < 20 else "--", marker="os^Dv"[i // 20 % 5])
+    palette = plt.get_cmap("tab20")  # one colour (and line style past 20) per method, the same in every panel:
+    # the 10 dark hues first, then their light pairs (tab20 lists each hue's dark and light shade side by side)
+    style = {m: dict(color=palette((2 * i) % 20 + (i % 20) // 10), ls="-" if i < 20 else "--",
+                     marker="os^Dv"[i // 20 % 5])
              for i, m in enumerate(dict.fromkeys(table.method))}
     fig, axes = plt.subplots(len(conditions), len(metrics), figsize=(3.2 * len(metrics), 3.2 * len(conditions)),
                              squeeze=False)
@@ -194,8 +253,9 @@ def similarity_curves(table: pd.DataFrame, path: str | os.PathLike, *, title: st
                                (controls.method == method) & (controls.layer == CONTROL_REPEAT)].score.mean()
                 if not np.isnan(rep):
                     ax.axhline(rep, color=style[method]["color"], ls=":", lw=0.8)
+            shown = {**stage_labels(stages), **(labels or {})}
             ax.set_xticks(xs)
-            ax.set_xticklabels(stages, rotation=60, ha="right", fontsize=6)
+            ax.set_xticklabels([shown[s] for s in stages], rotation=45, ha="right", fontsize=7)
             ax.set_title(metric if len(conditions) == 1 else f"{metric} ({cond})", fontsize=9)
             ax.set_ylim(min(-0.2, ax.get_ylim()[0]), 1.05)
             ax.axhline(0, color="k", lw=0.5)
@@ -220,19 +280,22 @@ def invariance_figures(result: Any, verdicts: pd.DataFrame, folder: str | os.Pat
 
 
 def randomization_figures(result: Any, folder: str | os.PathLike, *, label: str | None = None, title: str = "",
-                          sample: int = 0) -> list[Path]:
+                          sample: int = 0, model: Any = None) -> list[Path]:
     """The cascade grid (``randomization_<label>_grid.png``; a method that failed at a stage leaves the later
-    panels empty) and the
-    similarity curves (``randomization_<label>_curves.png``) of a
+    panels empty) and the similarity curves (``randomization_<label>_curves.png``) of a
     :class:`~bench.experiments.model_randomization.RandomizationResult` in ``folder``; ``label`` defaults to the
-    mode. Returns the written paths."""
+    mode. Stages are labelled by their unit names and, when ``model`` (the trained model the stages were cut
+    from) is given, their modules' classes (:func:`stage_labels`: ``"fc3 Linear"``, ``"features.3 Conv2d"``).
+    Returns the written paths."""
     label = label or result.mode
     title = title or f"model randomization: {label}"
     folder = Path(folder)
+    stages = list(dict.fromkeys([*result.stages, *(result.table["layer"] if len(result.table) else [])]))
     paths = []
     if result.maps and result.inputs is not None:
         paths.append(cascade_grid(result.maps, result.stages, result.inputs, folder / f"randomization_{label}_grid.png",
-                                  title=title, sample=sample))
+                                  title=title, sample=sample, labels=stage_labels(stages, model, sep="\n")))
     if len(result.table):
-        paths.append(similarity_curves(result.table, folder / f"randomization_{label}_curves.png", title=title))
+        paths.append(similarity_curves(result.table, folder / f"randomization_{label}_curves.png", title=title,
+                                       labels=stage_labels(stages, model)))
     return paths

@@ -1,22 +1,30 @@
-"""Rendering a leaderboard: Markdown, CSV and a self-contained HTML page (inline CSS, figures embedded)."""
+"""Rendering a leaderboard: Markdown, CSV and a self-contained HTML page (inline CSS and a few lines of script that
+sort the tables, a metadata header, the figures embedded, grouped and captioned). No torch."""
 
 from __future__ import annotations
 
 import base64
 import html
+import importlib.metadata
+import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
 from bench._io import atomic_write
 from bench.reporting.cells import inv_column, rand_column
-from bench.reporting.leaderboard import EXACT, FAIL, NA, PASS, Leaderboard
+from bench.reporting.leaderboard import EXACT, FAIL, NA, PASS, Figure, Leaderboard, describe_figures
 
-__all__ = ["to_markdown", "to_html", "write_leaderboard", "read_leaderboard_csv", "comparison_markdown", "FORMATS"]
+__all__ = ["to_markdown", "to_html", "write_leaderboard", "read_leaderboard_csv", "comparison_markdown",
+           "report_metadata", "FORMATS"]
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("md", "csv", "html")
 FILE_STEM = "leaderboard"
@@ -98,8 +106,47 @@ def _legend(settings: dict) -> str:
             "mode run passed. N/A: not run.")
 
 
+def _short(path: str | os.PathLike, sources: Sequence[str]) -> str:
+    """``path`` relative to the first source folder that holds it (the folder's name when it is the source
+    itself); the path as it is otherwise."""
+    path = Path(path)
+    for s in sources:
+        try:
+            rel = path.relative_to(s)
+        except ValueError:
+            continue
+        return str(rel) if str(rel) != "." else path.name
+    return str(path)
+
+
+def _skip_reason(path: Path, reason: str) -> str:
+    """The first line of why a results file was skipped, without the path it starts with."""
+    first = reason.strip().splitlines()[0] if reason.strip() else "unreadable"
+    return first[len(str(path)):].strip() if first.startswith(str(path)) else first
+
+
+def _failed_markdown(lb: Leaderboard) -> list[str]:
+    lines = [f"## Failed jobs ({len(lb.failed)})", ""]
+    for r in lb.failed.itertuples():
+        head = f"- `{_short(r.job, lb.sources)}`{' (' + r.overrides + ')' if r.overrides else ''}: {r.status}"
+        failures = list(getattr(r, "failures", None) or [])
+        if len(failures) > 1:
+            lines += [head] + [f"  - {what}: {msg}" for what, msg in failures]
+        else:
+            lines.append(f"{head}: {r.error}")
+    return lines + [""]
+
+
+def _skipped_markdown(lb: Leaderboard) -> list[str]:
+    lines = [f"## Skipped results files ({len(lb.skipped)})", "",
+             "Not readable: the leaderboard above is built from the other files.", ""]
+    lines += [f"- `{_short(p, lb.sources)}`: {_skip_reason(Path(p), r)}" for p, r in lb.skipped]
+    return lines + [""]
+
+
 def to_markdown(lb: Leaderboard | pd.DataFrame) -> str:
-    """The leaderboard as Markdown: a legend, one table per model, then the failed jobs."""
+    """The leaderboard as Markdown: a legend, one table per model, then the results files that were skipped
+    (unreadable) and the failed jobs (per failed method / condition, the first line of its error)."""
     from tabulate import tabulate
 
     lb = lb if isinstance(lb, Leaderboard) else Leaderboard(board=lb)
@@ -112,22 +159,54 @@ def to_markdown(lb: Leaderboard | pd.DataFrame) -> str:
         lines += [f"## {model}", "", tabulate(body, headers, tablefmt="github", disable_numparse=True), ""]
     if not len(board):
         lines += ["No results.", ""]
+    if lb.skipped:
+        lines += _skipped_markdown(lb)
     if len(lb.failed):
-        lines += [f"## Failed jobs ({len(lb.failed)})", ""]
-        lines += [f"- `{r.job}`{' (' + r.overrides + ')' if r.overrides else ''}: {r.status}: {r.error or '?'}"
-                  for r in lb.failed.itertuples()]
-        lines.append("")
+        lines += _failed_markdown(lb)
     return "\n".join(lines)
 
 
+# -- HTML ------------------------------------------------------------------------------------------------------
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}
-h1,h2{font-weight:600}table{border-collapse:collapse;margin:0 0 2em;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f2f2f2}
-td.method{text-align:left;font-weight:600}.pass{background:#d8f0d8}.exact{background:#b5e3b5}
+h1,h2,h3,h4{font-weight:600}h3{margin:1.2em 0 .4em}h4{margin:.8em 0 .4em;color:#444}
+table{border-collapse:collapse;margin:0 0 2em;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}th{background:#f2f2f2}
+th[colspan]{text-align:center}td.text{white-space:normal}
+th[data-col]{cursor:pointer;user-select:none}th[data-col]:hover{background:#e2e8f0}
+th[aria-sort=ascending]::after{content:" \\25B2";font-size:.7em}
+th[aria-sort=descending]::after{content:" \\25BC";font-size:.7em}
+td.method,td.text{text-align:left}span.ci{font-size:.85em;color:#555}div.scroll{overflow-x:auto;max-width:100%}
+td.method{font-weight:600}.pass{background:#d8f0d8}.exact{background:#b5e3b5}
 .fail{background:#f6d2d2}.na{color:#999}p.legend{max-width:60em;color:#444}
-figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figure img{max-width:100%}
-figcaption{font-size:.8em;color:#555;word-break:break-all;max-width:40em}
+p.meta{color:#444;margin:-.5em 0 1.5em}p.meta span+span::before{content:" \\00B7  "}
+figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:100%}figure img{max-width:100%}
+figcaption{font-size:.85em;color:#333;max-width:60em}figcaption .job{color:#777}
+ul.errors{margin:0;padding-left:1.2em;text-align:left}
+"""
+
+#: sorts a table by the clicked header (``th[data-col]``: the column's cell index); numbers (the leading number of
+#: a cell: "0.061 [0.039, 0.087]" sorts as 0.061) before text (alphabetical), empty cells ("—", "N/A") last in
+#: either direction; a second click reverses; ties keep their order
+_SORT_JS = """
+(function(){
+function key(t){t=t.trim();var m=/^[-+]?(\\d+\\.?\\d*|\\.\\d+)(e[-+]?\\d+)?/i.exec(t);
+ if(m)return[0,parseFloat(m[0]),''];return[(t===''||t==='\\u2014'||t==='N/A')?2:1,0,t.toLowerCase()];}
+document.querySelectorAll('table.sortable th[data-col]').forEach(function(th){
+ th.tabIndex=0;th.title='sort by this column';
+ function sort(){var table=th.closest('table'),body=table.tBodies[0],col=+th.getAttribute('data-col');
+  var dir=th.getAttribute('aria-sort')==='ascending'?-1:1;
+  table.querySelectorAll('th[data-col]').forEach(function(h){h.removeAttribute('aria-sort');});
+  th.setAttribute('aria-sort',dir>0?'ascending':'descending');
+  var rows=Array.prototype.map.call(body.rows,function(r,i){var c=r.cells[col];return[key(c?c.textContent:''),i,r];});
+  rows.sort(function(a,b){var x=a[0],y=b[0];if(x[0]!==y[0])return x[0]-y[0];
+   var c=x[0]===0?x[1]-y[1]:(x[2]<y[2]?-1:x[2]>y[2]?1:0);return c*dir||a[1]-b[1];});
+  rows.forEach(function(r){body.appendChild(r[2]);});}
+ th.addEventListener('click',sort);
+ th.addEventListener('keydown',function(e){if(e.key==='Enter'||e.key===' '){e.preventDefault();sort();}});
+});
+})();
 """
 
 
@@ -136,64 +215,224 @@ def _html_class(text: str) -> str:
             "inconclusive": "na"}.get(text, "")
 
 
-def to_html(lb: Leaderboard | pd.DataFrame, *, title: str = "saliency-bench leaderboard") -> str:
-    """A self-contained HTML page: inline CSS, one table per model, the failed jobs, the figures as
-    base64 ``<img>``."""
-    lb = lb if isinstance(lb, Leaderboard) else Leaderboard(board=lb)
-    board, esc = lb.board, html.escape
+def _git_commit(folder: Path) -> str:
+    """``git describe --always --dirty`` of the checkout whose top folder is ``folder``; ``""`` when ``folder`` is
+    not the top of a git checkout, or git is missing or slow."""
+    try:
+        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=5)
+        if top.returncode or Path(top.stdout.strip()).resolve() != folder.resolve():
+            return ""
+        out = subprocess.run(["git", "-C", str(folder), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def report_metadata() -> dict[str, str]:
+    """What produced a report: ``generated`` (now, UTC), ``version`` (of the installed saliency-bench, ``"unknown"``
+    when it is not installed), ``commit`` (``git describe`` of the checkout the package runs from, else of the
+    checkout that is the working folder, ``""`` when neither) and ``commit_of`` (``"package"`` or ``"cwd"``).
+    Never raises."""
+    try:
+        version = importlib.metadata.version("saliency-bench")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    meta = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": version, "commit": "",
+            "commit_of": ""}
+    package_root = Path(__file__).resolve().parents[2]
+    for where, folder in (("package", package_root), ("cwd", Path.cwd())):
+        commit = _git_commit(folder)
+        if commit:
+            meta.update(commit=commit, commit_of=where)
+            break
+    return meta
+
+
+def _values_text(values: object, fmt: str = "") -> str:
+    items = list(values) if isinstance(values, (list, tuple)) else [values]
+    return ", ".join(f"{v:{fmt}}" if fmt and isinstance(v, (int, float)) else str(v) for v in items) or "—"
+
+
+def _seeds_text(seeds: Sequence) -> str:
+    """``"1 (seed 0)"``, ``"5 (seeds 0–4)"``, ``"2 (seeds 0, 3)"``; ``"—"`` when none is known."""
+    seeds = sorted(int(s) for s in seeds)
+    if not seeds:
+        return "—"
+    if len(seeds) == 1:
+        return f"1 (seed {seeds[0]})"
+    run = len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1))
+    return f"{len(seeds)} (seeds {f'{seeds[0]}–{seeds[-1]}' if run else _values_text(seeds)})"
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[tuple[str, str]]]) -> list[str]:
+    """A sortable HTML table: ``head`` labels, ``rows`` of ``(cell HTML, td class)``."""
+    out = ["<div class='scroll'><table class='sortable'><thead><tr>"
+           + "".join(f"<th data-col='{i}'>{html.escape(h)}</th>" for i, h in enumerate(head)) + "</tr></thead><tbody>"]
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td class='{c}'>{v}</td>" if c else f"<td>{v}</td>" for v, c in row) + "</tr>")
+    out.append("</tbody></table></div>")
+    return out
+
+
+def _models_html(models: pd.DataFrame) -> list[str]:
+    esc = html.escape
+    rows = [[(esc(str(r.model)), "method"), (esc(_values_text(r.dataset)), "text"),
+             (esc(_values_text(r.test_acc, ".4f")), ""), (esc(_values_text(r.train_acc, ".4f")), ""),
+             (esc(_values_text(r.n_samples)), ""), (esc(_seeds_text(r.seeds)), ""), (str(r.jobs), "")]
+            for r in models.itertuples()]
+    return ["<h2>Models</h2>",
+            *_table(["model", "data", "test accuracy", "train accuracy", "samples", "seeds", "jobs"], rows)]
+
+
+def _board_html(board: pd.DataFrame) -> list[str]:
+    esc = html.escape
     groups = _groups(board)
-    out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{esc(title)}</title>",
-           f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>",
-           "<p class='legend'>" + re.sub(r"`([^`]*)`", r"<code>\1</code>",
-                                         esc(_legend(board.attrs.get("settings", {})))) + "</p>"]
-    if lb.sources:
-        out.append("<p class='legend'>Sources: " + ", ".join(f"<code>{esc(s)}</code>" for s in lb.sources) + "</p>")
-    head1 = ["<th rowspan='2'>method</th>"]
+    head1 = ["<th rowspan='2' data-col='0'>method</th>"]
     head2 = []
+    col = 1
     for g, cols in groups:
         if g:
             head1.append(f"<th colspan='{len(cols)}'>{esc(g)}</th>")
-            head2 += [f"<th>{esc(sub)}</th>" for _, sub in cols]
+            for _, sub in cols:
+                head2.append(f"<th data-col='{col}'>{esc(sub)}</th>")
+                col += 1
         else:
-            head1 += [f"<th rowspan='2'>{esc(sub)}</th>" for _, sub in cols]
+            for _, sub in cols:
+                head1.append(f"<th rowspan='2' data-col='{col}'>{esc(sub)}</th>")
+                col += 1
+    out = []
     for model, rows in board.groupby("model", sort=True):
-        out += [f"<h2>{esc(str(model))}</h2>", "<table><thead>", "<tr>" + "".join(head1) + "</tr>",
-                "<tr>" + "".join(head2) + "</tr>", "</thead><tbody>"]
+        out += [f"<h2>{esc(str(model))}</h2>", "<div class='scroll'><table class='sortable'><thead>",
+                "<tr>" + "".join(head1) + "</tr>", "<tr>" + "".join(head2) + "</tr>", "</thead><tbody>"]
         for _, r in rows.iterrows():
             cells = [f"<td class='method'>{esc(str(r['method']))}</td>"]
             for _, cols in groups:
                 for c, _ in cols:
                     text = _cell(board, r, c)
                     cls = _html_class(text)
-                    cells.append(f"<td class='{cls}'>{esc(text)}</td>" if cls else f"<td>{esc(text)}</td>")
+                    value, bracket, interval = text.partition(" [")
+                    body = esc(value) + (f" <span class='ci'>[{esc(interval)}</span>" if bracket else "")
+                    cells.append(f"<td class='{cls}'>{body}</td>" if cls else f"<td>{body}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("</tbody></table>")
+        out.append("</tbody></table></div>")
+    return out
+
+
+def _failed_html(lb: Leaderboard) -> list[str]:
+    esc = html.escape
+    rows = []
+    for r in lb.failed.itertuples():
+        failures = list(getattr(r, "failures", None) or [])
+        what = ("<ul class='errors'>" + "".join(f"<li>{esc(w)}: {esc(m)}</li>" for w, m in failures) + "</ul>"
+                if len(failures) > 1 else esc(r.error))
+        rows.append([(esc(_short(r.job, lb.sources)), "method"), (esc(r.overrides), "text"), (esc(r.status), "fail"),
+                     (what, "text")])
+    return [f"<h2>Failed jobs ({len(lb.failed)})</h2>", *_table(["job", "overrides", "status", "what failed"], rows)]
+
+
+def _skipped_html(lb: Leaderboard) -> list[str]:
+    esc = html.escape
+    rows = [[(esc(_short(p, lb.sources)), "method"), (esc(_skip_reason(Path(p), r)), "text")] for p, r in lb.skipped]
+    return [f"<h2>Skipped results files ({len(lb.skipped)})</h2>",
+            "<p class='legend'>Not readable: the leaderboard above is built from the other files.</p>",
+            *_table(["results file", "why"], rows)]
+
+
+def _png_data(path: Path, compact: bool) -> bytes:
+    """The PNG's bytes; with ``compact``, a lossless re-encoding when it is smaller: an opaque RGBA image without
+    its alpha channel, as a palette image when it has at most 256 colours (checked pixel for pixel: the embedded
+    figure shows exactly what the file shows). The file is not changed."""
+    data = Path(path).read_bytes()
+    if not compact:
+        return data
+    try:
+        import io
+
+        from PIL import Image, ImageChops
+
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode not in ("RGB", "RGBA") or (im.mode == "RGBA" and im.getchannel("A").getextrema()[0] < 255):
+                return data  # transparency or an unusual mode: as it is
+            rgb = im.convert("RGB")
+        colours = rgb.getcolors(256)
+        small = rgb
+        if colours:
+            pal = rgb.quantize(len(colours), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            if ImageChops.difference(pal.convert("RGB"), rgb).getbbox() is None:  # exact
+                small = pal
+        buf = io.BytesIO()
+        small.save(buf, format="PNG")
+        return buf.getvalue() if buf.tell() < len(data) else data
+    except Exception as err:  # noqa: BLE001  (a figure that PIL cannot re-encode is embedded as it is)
+        log.debug("figure %s embedded as it is: %s", path, err)
+        return data
+
+
+def _figures_html(figures: Sequence[Figure | Path], compact: bool) -> list[str]:
+    esc = html.escape
+    figs = [f for f in figures if isinstance(f, Figure)]
+    figs += describe_figures([Path(f) for f in figures if not isinstance(f, Figure)])
+    out = [f"<h2>Figures ({len(figs)})</h2>"]
+    model = test = None
+    for fig in figs:
+        if fig.model != model:
+            model, test = fig.model, None
+            out.append(f"<h3>{esc(fig.model)}</h3>")
+        if fig.test != test:
+            test = fig.test
+            out.append(f"<h4>{esc(fig.test.capitalize())}</h4>")
+        try:
+            data = base64.b64encode(_png_data(fig.path, compact)).decode("ascii")
+        except OSError as err:
+            log.warning("figure %s left out: %s", fig.path, err)
+            continue
+        job = f"<br><span class='job'>{esc(fig.job)}</span>" if fig.job else ""
+        out.append(f"<figure><img alt='{esc(fig.caption)}' src='data:image/png;base64,{data}'>"
+                   f"<figcaption>{esc(fig.caption)}{job}</figcaption></figure>")
+    return out
+
+
+def to_html(lb: Leaderboard | pd.DataFrame, *, title: str = "saliency-bench leaderboard", compact: bool = True,
+            meta: Mapping[str, str] | None = None) -> str:
+    """A self-contained HTML page (inline CSS and script, figures as base64 ``<img>``; no external resource):
+
+    - a header with what produced it (``meta``, default :func:`report_metadata`: generation time, package
+      version, git commit) and the source folders; a table of the models (data, test and train accuracy, samples,
+      seeds, jobs: :func:`bench.reporting.leaderboard.summarize_models`);
+    - the legend, then one table per model; every table sorts by a click on a column header (numbers by their
+      leading value, text alphabetically, empty cells last);
+    - the results files skipped as unreadable, the failed jobs with what failed;
+    - the figures, each once, grouped by model and test, with captions such as
+      ``paper_mlp · invariance · mean_shift`` (``compact``: re-encoded losslessly when that is smaller)."""
+    lb = lb if isinstance(lb, Leaderboard) else Leaderboard(board=lb)
+    board, esc = lb.board, html.escape
+    meta = report_metadata() if meta is None else meta
+    facts = [esc(f"generated {meta.get('generated', '')}"), esc(f"saliency-bench {meta.get('version', 'unknown')}")]
+    if meta.get("commit"):
+        facts.append(esc(f"commit {meta['commit']}" + (" (working folder)" if meta.get("commit_of") == "cwd" else "")))
+    if lb.sources:
+        facts.append("sources: " + ", ".join(f"<code>{esc(s)}</code>" for s in lb.sources))
+    out = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+           "<meta name='viewport' content='width=device-width, initial-scale=1'>", f"<title>{esc(title)}</title>",
+           f"<style>{_CSS}</style></head><body>", f"<header><h1>{esc(title)}</h1>",
+           "<p class='meta'>" + "".join(f"<span>{f}</span>" for f in facts) + "</p></header>"]
+    if len(lb.models):
+        out += _models_html(lb.models)
+    out.append("<p class='legend'>" + re.sub(r"`([^`]*)`", r"<code>\1</code>",
+                                             esc(_legend(board.attrs.get("settings", {})))) + "</p>")
+    out += _board_html(board)
     if not len(board):
         out.append("<p>No results.</p>")
+    if lb.skipped:
+        out += _skipped_html(lb)
     if len(lb.failed):
-        out += [f"<h2>Failed jobs ({len(lb.failed)})</h2>",
-                "<table><thead><tr><th>job</th><th>overrides</th><th>status</th><th>error</th></tr></thead><tbody>"]
-        out += [f"<tr><td class='method'>{esc(r.job)}</td><td>{esc(r.overrides)}</td><td class='fail'>"
-                f"{esc(r.status)}</td><td style='text-align:left'>{esc(r.error)}</td></tr>"
-                for r in lb.failed.itertuples()]
-        out.append("</tbody></table>")
+        out += _failed_html(lb)
     if lb.figures:
-        out.append("<h2>Figures</h2>")
-        for path in lb.figures:
-            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-            out.append(f"<figure><img alt='{esc(Path(path).name)}' src='data:image/png;base64,{data}'>"
-                       f"<figcaption>{esc(_short(path, lb.sources))}</figcaption></figure>")
-    out.append("</body></html>")
+        out += _figures_html(lb.figures, compact)
+    out += [f"<script>{_SORT_JS}</script>", "</body></html>"]
     return "\n".join(out)
-
-
-def _short(path: Path, sources: Sequence[str]) -> str:
-    for s in sources:
-        try:
-            return str(Path(path).relative_to(s))
-        except ValueError:
-            continue
-    return str(path)
 
 
 def write_leaderboard(lb: Leaderboard | pd.DataFrame, out: str | os.PathLike,
