@@ -19,9 +19,11 @@ from typing import Any
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from bench._io import atomic_write
 from bench.cli.config import MainConfig
+from bench.cli.stream import Parts, chunks
 from bench.core.results import RESULTS_FILE, concat, config_hash, write_table
 
 __all__ = ["run", "job_hash", "is_done", "JOB_FILE", "as_dict"]
@@ -53,7 +55,7 @@ def job_hash(config: MainConfig) -> str:
 #: config keys that change no score (where the results go, how the job runs, how verdicts are drawn from them)
 _NOT_RESULTS = ("train.cache_dir", "train.use_cache", "train.min_test_acc", "data.root", "data.download", "run.name",
                 "run.tests",
-                "run.batch_size", "run.device", "run.progress", "run.figures", "run.keep_maps",
+                "run.batch_size", "run.chunk_size", "run.device", "run.progress", "run.figures", "run.keep_maps",
                 "invariance.ssim_threshold", "invariance.tolerance")
 
 
@@ -165,8 +167,41 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
                  *data.domain)
     specs = method_specs(cfg.method)
     labels = dict(model_name=cfg.model.name)
-    frames: list[pd.DataFrame] = []
     results: dict[str, Any] = {}
+    parts = Parts(out, chash)
+    spans = chunks(run.n_samples, run.chunk_size)
+    bar = tqdm(total=run.n_samples * _n_tests(cfg, specs), desc="samples", unit="sample", disable=not run.progress)
+
+    def chunked(test: str, condition: str, experiment) -> None:
+        """Run ``experiment(sub_data, sub_run)`` chunk by chunk; each chunk's rows and record go to disk at once
+        (a finished chunk of a killed job is not run again)."""
+        for start, stop in spans:
+            key = Parts.key(test, condition, start)
+            if parts.done(key):
+                chunk_record = parts.record(key)
+                log.info("%s / %s: samples %d-%d already done (%s)", test, condition, start, stop - 1,
+                         parts.path(key))
+            else:
+                sub = dataclasses.replace(data, x_test=data.x_test[start:stop], y_test=data.y_test[start:stop])
+                sub_run = dataclasses.replace(run, n_samples=stop - start, progress=False,
+                                              keep_maps=run.keep_maps if start == 0 else 0)
+                res = experiment(sub, sub_run)
+                table = res.table
+                table["sample"] = table["sample"] + start
+                chunk_record = {"errors": {}, "tracebacks": {}, "premise": getattr(res, "premise", {})}
+                for where, err in res.errors.items():
+                    name = " / ".join(where) if isinstance(where, tuple) else f"{where} / {condition}"
+                    chunk_record["errors"][name] = err
+                    chunk_record["tracebacks"][name] = res.tracebacks[where]
+                parts.write(key, table, chunk_record)
+                if start == 0:
+                    results[f"{test}:{condition}" if test == "randomization" else test] = res
+            record["errors"].update(chunk_record["errors"])
+            record["tracebacks"].update(chunk_record["tracebacks"])
+            for shift, err in chunk_record.get("premise", {}).items():
+                premise = summary.setdefault("premise", {})
+                premise[shift] = max(premise.get(shift, 0.0), err)
+            bar.update(stop - start)
 
     if "invariance" in run.tests and cfg.transform and specs:
         from bench.experiments.invariance import input_invariance
@@ -174,14 +209,8 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
 
         shifts = {label: make_shift(spec, data.input_shape, model=model, x_test=data.x_test)
                   for label, spec in cfg.transform.items()}
-        res = input_invariance(model, data, specs, shifts, settings=cfg.invariance, run=run, scoring=cfg.metric,
-                               **labels)
-        frames.append(res.table)
-        results["invariance"] = res
-        summary["premise"] = res.premise
-        for (m, s), e in res.errors.items():
-            record["errors"][f"{m} / {s}"] = e
-            record["tracebacks"][f"{m} / {s}"] = res.tracebacks[(m, s)]
+        chunked("invariance", "all", lambda sub, sub_run: input_invariance(
+            model, sub, specs, shifts, settings=cfg.invariance, run=sub_run, scoring=cfg.metric, **labels))
 
     if "randomization" in run.tests and cfg.randomization and specs:
         from bench.experiments.label_randomization import train_on_permuted_labels
@@ -196,14 +225,16 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
                         min_train_acc=rspec.min_train_acc, model_kw=model_kw, device=run.device,
                         cache_dir=cfg.train.cache_dir, use_cache=cfg.train.use_cache, progress=run.progress,
                         permute=permute)
-            res = model_randomization(model, data, specs, rspec, run=run, scoring=cfg.metric, **label_models,
-                                      **labels)
-            res.table["condition"] = label
-            frames.append(res.table)
-            results[f"randomization:{label}"] = res
-            for m, e in res.errors.items():
-                record["errors"][f"{m} / {label}"] = e
-                record["tracebacks"][f"{m} / {label}"] = res.tracebacks[m]
+
+            def randomization(sub, sub_run, rspec=rspec, label=label, label_models=label_models):
+                res = model_randomization(model, sub, specs, rspec, run=sub_run, scoring=cfg.metric,
+                                          **label_models, **labels)
+                res.table["condition"] = label
+                return res
+
+            chunked("randomization", label, randomization)
+    bar.close()
+    frames = [parts.collect()]
 
     table = concat(frames)
     if len(table):  # each row's config_hash: the configuration that produced it (never pooled with another one)
@@ -213,13 +244,22 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
         table["config_hash"] = [hashes[k] for k in zip(table.experiment, table.method, table.condition, strict=True)]
         record["row_configs"] = {hashes[k]: c for k, c in configs.items()}
     path = write_table(table, out)  # results first: figures and loggers are views of this table
+    parts.remove()
     summary["results"] = str(path)
     summary["rows"] = len(table)
-    return {**summary, **_views(cfg, out, table, results, meta, path)}
+    return {**summary, **_views(cfg, out, table, results, meta, path, model)}
+
+
+def _n_tests(cfg: MainConfig, specs: list) -> int:
+    """How many times the job goes through its samples (the progress bar's total is this x ``run.n_samples``)."""
+    if not specs:
+        return 0
+    n = 1 if "invariance" in cfg.run.tests and cfg.transform else 0
+    return n + (len(cfg.randomization) if "randomization" in cfg.run.tests else 0)
 
 
 def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, Any], meta: dict,
-           path: Path) -> dict:
+           path: Path, model: torch.nn.Module | None = None) -> dict:
     """Figures, the leaderboard and W&B: views of the table already on disk; a failure here loses no result."""
     from bench.core.scores import RANDOMIZATION_SCORE
     from bench.reporting.aggregate import invariance_verdicts
@@ -239,7 +279,7 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
             else:
                 label = key.split(":", 1)[1]
                 figures += randomization_figures(res, out / "figures", label=label,
-                                                 title=f"{cfg.model.name}: {label}")
+                                                 title=f"{cfg.model.name}: {label}", model=model)
         except Exception as err:  # noqa: BLE001  (a view: the table is on disk)
             log.warning("no figures for %s: %s: %s", key, type(err).__name__, err)
             notes[f"figure_error:{key}"] = f"{type(err).__name__}: {err}"

@@ -22,7 +22,9 @@ class RunSettings:
     """What a job explains and how (the ``run`` config group).
 
     ``n_samples``: the first n test samples (of the seeded, class-mixed split) are explained, in batches of
-    ``batch_size``; ``fit_samples``: training samples that data-dependent methods (PatternNet/-Attribution) are
+    ``batch_size``; the command line streams them in chunks of ``chunk_size`` samples, each written to disk when
+    done (memory does not grow with ``n_samples``; a killed job resumes from its last finished chunk);
+    ``fit_samples``: training samples that data-dependent methods (PatternNet/-Attribution) are
     fit on; ``device``: ``cpu``, ``cuda`` or ``cuda:N``; ``seed``: the torch seed of the job, the
     re-initialization seed of the randomization tests and the ``seed`` column of the results; ``keep_maps``: maps
     kept in memory per method for the figures; ``tests``: ``invariance`` and/or ``randomization``.
@@ -32,6 +34,7 @@ class RunSettings:
     tests: List[str] = field(default_factory=lambda: ["invariance", "randomization"])  # noqa: UP006
     n_samples: int = 32
     batch_size: int = 64
+    chunk_size: int = 64
     fit_samples: int = 2000
     device: str = "cpu"
     seed: int = 0
@@ -52,9 +55,10 @@ class ScoreSettings:
 
 def check_run(run: RunSettings, n_test: int) -> None:
     """Raise ``ValueError`` naming the setting, its value and what is accepted, before any work: ``n_samples`` in
-    ``1..n_test`` (never clamped silently), ``batch_size``, ``seeds`` and ``fit_samples`` at least 1, ``keep_maps``
-    at least 0."""
+    ``1..n_test`` (never clamped silently), ``batch_size``, ``chunk_size``, ``seeds`` and ``fit_samples`` at least
+    1, ``keep_maps`` at least 0."""
     checks = [("n_samples", run.n_samples, 1, n_test), ("batch_size", run.batch_size, 1, None),
+              ("chunk_size", run.chunk_size, 1, None),
               ("seeds", run.seeds, 1, None), ("fit_samples", run.fit_samples, 1, None),
               ("keep_maps", run.keep_maps, 0, None)]
     for name, value, low, high in checks:
