@@ -169,7 +169,9 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     labels = dict(model_name=cfg.model.name)
     results: dict[str, Any] = {}
     parts = Parts(out, chash)
-    spans = chunks(run.n_samples, run.chunk_size)
+    # whole batches per chunk: a method that seeds its noise per call (SmoothGrad) then sees the same batches
+    # whatever the chunk size, so chunking never changes a score
+    spans = chunks(run.n_samples, -(-run.chunk_size // run.batch_size) * run.batch_size)
     bar = tqdm(total=run.n_samples * _n_tests(cfg, specs), desc="samples", unit="sample", disable=not run.progress)
 
     def chunked(test: str, condition: str, experiment) -> None:

@@ -22,7 +22,8 @@ class RunSettings:
     """What a job explains and how (the ``run`` config group).
 
     ``n_samples``: the first n test samples (of the seeded, class-mixed split) are explained, in batches of
-    ``batch_size``; the command line streams them in chunks of ``chunk_size`` samples, each written to disk when
+    ``batch_size``; the command line streams them in chunks of ``chunk_size`` samples (rounded up to whole
+    batches, so that chunking never changes a score), each written to disk when
     done (memory does not grow with ``n_samples``; a killed job resumes from its last finished chunk);
     ``fit_samples``: training samples that data-dependent methods (PatternNet/-Attribution) are
     fit on; ``device``: ``cpu``, ``cuda`` or ``cuda:N``; ``seed``: the torch seed of the job, the
