@@ -39,25 +39,60 @@ class LoggerMode(str, Enum):
 @dataclass
 class ModelConfig:
     """``name``: ``paper_mlp``, ``small_cnn`` or ``timm:<name>``; ``pretrained``: timm weights (needs network
-    access); ``kwargs``: keyword arguments of the model's constructor."""
+    access); ``kwargs``: keyword arguments of the model's constructor.
+
+    ``checkpoint``: a local weights file (``torch.save`` of a state dict, or of a dict holding it under
+    ``state_dict``/``model``/``state_dict_ema``, as timm's training saves; a ``module.`` prefix is stripped), loaded
+    with :func:`bench.core.models.load_checkpoint` instead of training; read with ``weights_only=True`` (tensors
+    only, no code).
+
+    ``normalize``: the model standardizes its own input with a :class:`~bench.core.models.Normalize` first module
+    (per channel ``(x - mean) / std``), so that the harness's input domain stays pixels in [0, 1] (before
+    ``data.encoding``) and every saliency map is computed, and compared, in pixel space. ``mean``/``std``: one
+    value per channel (or one for all), stated for pixels in [0, 1]; default: the pretrained timm model's own,
+    else the data set's (``meta["mean"]``/``["std"]``: ``data=imagenet`` carries ImageNet's, other sets take
+    ``data.mean``/``data.std``); see :func:`bench.core.models.normalization`."""
 
     name: str = "paper_mlp"
     pretrained: bool = False
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    checkpoint: Optional[str] = None
+    normalize: bool = False
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
 
 
 @dataclass
 class DataConfig:
-    """``name``: ``mnist_bundled``, ``mnist`` or ``cifar10``; ``encoding``: ``unit`` [0, 1], ``negative`` [-1, 0]
-    or ``symmetric`` [-1, 1]; ``root``: the folder of torchvision sets (default ``$SALBENCH_DATA`` or the user
-    cache); ``seed``/``n_test``: the bundled set's split."""
+    """The data set: the keyword arguments of :func:`bench.core.data.load_dataset`
+    (``load_dataset(**dataclasses.asdict(cfg.data))``).
+
+    ``name``: ``mnist_bundled``, ``breast_cancer``, ``signals``, ``tokens``, ``mnist``, ``cifar10``,
+    ``image_folder`` or ``imagenet``; ``encoding``: ``unit`` [0, 1], ``negative`` [-1, 0] or ``symmetric``
+    [-1, 1]; ``root``: the folder of torchvision sets (default ``$SALBENCH_DATA`` or the user cache), or the image
+    folder; ``seed``: the harness's splits; ``n_test`` (``null``: the set's default, ``mnist_bundled`` 1,000, the
+    others a fifth, ``imagenet`` all) or ``test_fraction`` (in (0, 1]; not both): the test split of the sets the
+    harness splits, stratified (every class keeps a test and a training sample; an image folder may be all test).
+
+    Image folders only: ``size`` (shorter side resized to ``resize``, default ``size``, then center-cropped to
+    ``size x size``; ``null`` keeps the images as stored, all one size), ``grey`` (1 channel, else RGB),
+    ``max_per_class`` (the first k images per class and split: every image is held in memory as float32).
+    ``mean``/``std``: per-channel statistics of the [0, 1] pixels, recorded with the data for ``model.normalize``
+    (``imagenet``: ImageNet's by default)."""
 
     name: str = "mnist_bundled"
     encoding: str = "unit"
     root: Optional[str] = None
     download: bool = False
     seed: int = 0
-    n_test: int = 1000
+    n_test: Optional[int] = None
+    test_fraction: Optional[float] = None
+    size: Optional[int] = None
+    resize: Optional[int] = None
+    grey: bool = False
+    max_per_class: Optional[int] = None
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
 
 
 @dataclass

@@ -5,6 +5,9 @@ objects (``OmegaConf.to_object``) and hands them to :func:`bench.cli.job.run`, w
 (``job.json`` in the job's output folder) so that one failing job never hides the others; in a multi-run sweep a
 failed job does not stop the sweep, and the sweep ends with a summary (:mod:`bench.cli.sweep`).
 
+``salbench --dry-run [overrides]`` prints the predicted passes and time of each job (:mod:`bench.cli.dry_run`)
+and runs nothing.
+
 Exit status: 0 every job ok; 1 a job failed (a single run whose methods failed, or any failed job of a sweep:
 its ``job.json`` says why); 2 bad input or a crash before results (a config error, a data set that cannot be
 loaded, a model below the quality bar, ...: the message names it).
@@ -53,6 +56,11 @@ def _hydra_main(cfg: DictConfig) -> None:
     except OmegaConfBaseException as err:
         sys.stderr.write(f"Error in the configuration: {err}\n(`salbench --cfg job` shows the accepted keys)\n")
         sys.exit(2)
+    if _STATE["dry_run"]:
+        from bench.cli.dry_run import report
+
+        report(config)
+        return
     record = run(config, _output_dir(), meta=_wandb_meta(config.run.name))
     if record["status"] != "ok":
         log.error("job %s: %s (record: %s)", record["status"],
@@ -80,7 +88,7 @@ def _is_multirun() -> bool:
 
 
 #: whether the task function was entered: a SystemExit before it is Hydra's (composition, override syntax)
-_STATE = {"job_started": False}
+_STATE = {"job_started": False, "dry_run": False}
 
 
 def main() -> None:
@@ -89,6 +97,10 @@ def main() -> None:
 
     register_configs()
     _STATE["job_started"] = False
+    _STATE["dry_run"] = "--dry-run" in sys.argv  # predict the cost (bench.cli.dry_run), run nothing
+    if _STATE["dry_run"]:
+        sys.argv.remove("--dry-run")
+        sys.argv.append("hydra.output_subdir=null")
     try:
         _hydra_main()
     except SystemExit as exit_:

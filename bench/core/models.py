@@ -1,16 +1,32 @@
 """Reference models by name: ``create_model("paper_mlp" | "small_cnn" | "timm:<name>", input_shape, num_classes)``.
 
 Adding a model is one function decorated with :func:`register_model` (training: :mod:`bench.core.training`).
+
+Preprocessing inside the model: ``create_model(..., normalize=(mean, std))`` puts a :class:`Normalize` in front of
+the network, so that the harness's inputs stay pixels in [0, 1] (before the data's encoding) and every saliency map
+and every input shift lives in pixel space; :func:`normalization` picks the statistics (the pretrained timm
+model's, or the data set's). Local weights: :func:`load_checkpoint` (a ``torch.save`` state dict, plain or as timm
+saves it, read with ``weights_only=True``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-__all__ = ["register_model", "create_model", "model_names"]
+__all__ = ["register_model", "create_model", "model_names", "Normalize", "add_normalize", "find_normalize",
+           "normalization", "load_checkpoint", "CheckpointError", "INPUT_NORMALIZE"]
+
+log = logging.getLogger(__name__)
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -118,13 +134,341 @@ def _timm_model(name: str, input_shape: tuple[int, ...], num_classes: int, pretr
 
 
 def create_model(
-    name: str, input_shape: tuple[int, ...], num_classes: int, *, pretrained: bool = False, **kw
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    pretrained: bool = False,
+    normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    **kw,
 ) -> nn.Module:
-    """Build a model by name. ``input_shape``: ``(C, H, W)`` of one image."""
+    """Build a model by name.
+
+    Args:
+        name: a registered name (:func:`model_names`) or ``timm:<any timm model>``.
+        input_shape: one input's shape, ``(C, H, W)`` for images (channels first).
+        num_classes: the number of outputs (logits).
+        pretrained: timm's pretrained weights (needs network access or a filled Hugging Face cache).
+        normalize: ``(mean, std)``, one value per input channel (or one for all): the model standardizes its own
+            input first (:func:`add_normalize`), in the units of its inputs (:func:`normalization` converts pixel
+            statistics to the data's encoding). ``None``: the network alone. Goes into a checkpoint cache key with
+            the other keyword arguments (``load_or_train(model_kw={"normalize": ...})``).
+        **kw: the constructor's keyword arguments.
+
+    Returns:
+        the model (train mode, on the CPU), taking ``float32[N, *input_shape]`` and returning ``[N, num_classes]``.
+
+    Raises:
+        ValueError: an unknown name, ``pretrained`` for a model without weights, ``normalize`` statistics that do
+            not match the input channels.
+        RuntimeError: timm could not load pretrained weights (the message says why and what to do).
+    """
     if name.startswith("timm:"):
-        return _timm_model(name[len("timm:"):], tuple(input_shape), num_classes, pretrained=pretrained, **kw)
-    if name not in _MODELS:
+        model = _timm_model(name[len("timm:"):], tuple(input_shape), num_classes, pretrained=pretrained, **kw)
+    elif name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(model_names())}")
-    if pretrained:
+    elif pretrained:
         raise ValueError(f"model {name!r} has no pretrained weights; train it (pretrained=false)")
-    return _MODELS[name](tuple(input_shape), num_classes, **kw)
+    else:
+        model = _MODELS[name](tuple(input_shape), num_classes, **kw)
+    if normalize is None:
+        return model
+    try:
+        mean, std = normalize
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"normalize must be a (mean, std) pair or None, got {normalize!r}") from err
+    channels = int(input_shape[0]) if len(input_shape) else 1
+    if len(list(mean)) not in (1, channels):
+        raise ValueError(f"normalize: {len(list(mean))} mean value(s) for inputs of {channels} channel(s) "
+                         f"{tuple(input_shape)}; give 1 or {channels}")
+    return add_normalize(model, mean, std)
+
+
+# ------------------------------------------------------------------------------ preprocessing inside the model
+
+#: the name of the :class:`Normalize` module that :func:`add_normalize` puts into a model
+INPUT_NORMALIZE = "input_normalize"
+
+
+class Normalize(nn.Module):
+    """Per-channel standardization ``(x - mean[c]) / std[c]`` of inputs ``[N, C, *spatial]`` (or ``[N, C]``).
+
+    ``mean``/``std``: ``C`` values (or 1 for every channel), ``std > 0``. They are buffers that follow the model's
+    device and dtype but are not *persistent*: they stay out of ``state_dict()``, so a checkpoint of the network
+    loads into the normalized model and back, and the statistics are configuration (the model's arguments), not
+    weights. It holds no parameters, so randomization (:mod:`bench.randomization.units`) never makes it a unit, and
+    first-layer probes (:func:`methods.state.first_layer_input`) pass it by.
+    """
+
+    def __init__(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> None:
+        super().__init__()
+        m = torch.as_tensor(mean, dtype=torch.float32).detach().clone().reshape(-1)
+        s = torch.as_tensor(std, dtype=torch.float32).detach().clone().reshape(-1)
+        if m.numel() == 0 or m.shape != s.shape:
+            raise ValueError(f"Normalize needs as many mean as std values (at least one), got mean={m.tolist()}, "
+                             f"std={s.tolist()}")
+        if not bool(torch.isfinite(m).all() and torch.isfinite(s).all()) or not bool((s > 0).all()):
+            raise ValueError(f"Normalize needs finite mean/std values and std > 0, got mean={m.tolist()}, "
+                             f"std={s.tolist()}")
+        self.register_buffer("mean", m, persistent=False)
+        self.register_buffer("std", s, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(x - mean) / std`` per channel (dim 1), in ``x``'s dtype. Raises ``ValueError`` when ``x`` has no
+        channel dimension or another number of channels."""
+        c = self.mean.numel()
+        if x.dim() < 2 or (c != 1 and x.shape[1] != c):
+            raise ValueError(f"Normalize holds statistics of {c} channel(s); got an input of shape {tuple(x.shape)} "
+                             "(channels are dim 1)")
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.to(x.dtype).view(shape)) / self.std.to(x.dtype).view(shape)
+
+    def extra_repr(self) -> str:
+        def fmt(t: Tensor) -> str:
+            return ", ".join(f"{v:.4g}" for v in t.tolist())
+
+        return f"mean=({fmt(self.mean)}), std=({fmt(self.std)})"
+
+
+class _StandardizeRelevancePass(torch.autograd.Function):
+    """``(x - mean) / std`` forward (bit for bit as :meth:`Normalize.forward`), the incoming gradient unchanged
+    backward: zennit's ``Pass`` rule for an elementwise layer, so that LRP relevance is conserved through it."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, mean: Tensor, std: Tensor) -> Tensor:  # noqa: ANN001
+        return (x - mean) / std
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+        return grad, None, None
+
+
+def _relevance_pass_forward(self: Normalize, x: Tensor) -> Tensor:
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    Normalize.forward(self, x[:0])  # the shape checks, on an empty slice
+    return _StandardizeRelevancePass.apply(x, self.mean.to(x.dtype).view(shape), self.std.to(x.dtype).view(shape))
+
+
+def _register_with_lrp() -> None:
+    """Declare :class:`Normalize` to :mod:`methods.canonizers` (the LRP family refuses unknown modules): during an
+    LRP attribution a canonizer makes its backward pass relevance through unchanged (zennit's ``Pass`` rule for
+    elementwise layers; an elementwise bijection neither creates nor destroys relevance), where plain autograd
+    would scale each channel's relevance by ``1 / std``. Gradient methods are untouched (they see the true
+    gradient, ``1 / std`` included)."""
+    import types
+
+    from zennit.canonizers import AttributeCanonizer
+
+    from methods.canonizers import register_canonizer
+
+    def attributes(_name: str, module: nn.Module) -> dict | None:
+        if isinstance(module, Normalize):
+            return {"forward": types.MethodType(_relevance_pass_forward, module)}
+        return None
+
+    register_canonizer(Normalize)(lambda _module: [AttributeCanonizer(attributes)])
+
+
+def _normalize_input(module: nn.Module, args: tuple) -> tuple | None:
+    """Forward pre-hook of :func:`add_normalize`: the first positional input through the model's own
+    :class:`Normalize` (module-level, so that copies and pickles of the model keep working)."""
+    if not args:
+        return None
+    return (getattr(module, INPUT_NORMALIZE)(args[0]), *args[1:])
+
+
+_register_with_lrp()
+
+
+def add_normalize(model: nn.Module, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> nn.Module:
+    """``model`` with a :class:`Normalize` (named :data:`INPUT_NORMALIZE`) applied to its input first.
+
+    The network's own modules keep their names, so ``state_dict`` keys, unit names of the randomization tests
+    (module and block granularity) and layer names in the results are the same as without it:
+
+    * a plain ``nn.Sequential`` is rebuilt as ``Sequential(input_normalize, <its modules under their names>)``
+      (``model[0]`` is then the Normalize);
+    * any other module (timm models, custom networks) gets the Normalize as a submodule and a forward pre-hook that
+      passes the first positional input through it (in place; the same object is returned). Code that calls
+      ``model.forward(x)`` directly, rather than ``model(x)``, bypasses the hook.
+
+    Raises ``ValueError`` if the model already normalizes its input or has an attribute of that name.
+    """
+    norm = Normalize(mean, std)
+    if find_normalize(model) is not None:
+        raise ValueError(f"{type(model).__name__} already holds a Normalize module; add one only once")
+    ref = next(model.parameters(), None)
+    if ref is not None and ref.is_floating_point():
+        norm = norm.to(device=ref.device, dtype=ref.dtype)
+    if type(model) is nn.Sequential:
+        return nn.Sequential(OrderedDict([(INPUT_NORMALIZE, norm), *model.named_children()])).train(model.training)
+    if hasattr(model, INPUT_NORMALIZE):
+        raise ValueError(f"{type(model).__name__} already has an attribute {INPUT_NORMALIZE!r}")
+    model.add_module(INPUT_NORMALIZE, norm)
+    model.register_forward_pre_hook(_normalize_input)
+    return model
+
+
+def find_normalize(model: nn.Module) -> Normalize | None:
+    """The :class:`Normalize` module of ``model`` (the first one), or ``None``."""
+    return next((m for m in model.modules() if isinstance(m, Normalize)), None)
+
+
+def normalization(
+    normalize: bool,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    *,
+    data: Any = None,
+    model_name: str = "",
+    pretrained: bool = False,
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The ``create_model(normalize=...)`` argument of a run: ``None`` or ``(mean, std)`` in the data's encoding.
+
+    The statistics are stated for pixels in [0, 1]; the first source that has them is used: ``mean``/``std``
+    (``model.mean``/``model.std``), a pretrained timm model's own (``timm.models.get_pretrained_cfg``), the data
+    set's ``meta["mean"]``/``meta["std"]`` (``data=imagenet``; ``data.mean``/``data.std``). They are then mapped to
+    the encoding ``data.domain = (low, high)``: ``low + mean * (high - low)``, ``std * (high - low)``, so the network
+    sees the same standardized input whatever the encoding.
+
+    Args:
+        normalize: ``model.normalize``; ``False`` returns ``None``.
+        mean, std: explicit statistics (both or neither).
+        data: the :class:`~bench.core.data.Dataset` (``meta``, ``domain``, ``encoding``), or ``None``.
+        model_name, pretrained: the model's name and whether it loads pretrained weights (timm's statistics).
+
+    Raises:
+        ValueError: ``mean``/``std`` without ``normalize`` (or one without the other), no statistics from any
+            source (the message says where to set them), token-id data.
+    """
+    if not normalize:
+        if mean is not None or std is not None:
+            raise ValueError("model.mean/model.std are set but model.normalize is false; set model.normalize=true "
+                             "to standardize the input inside the model")
+        return None
+    if (mean is None) != (std is None):
+        raise ValueError(f"give both model.mean and model.std (or neither), got mean={mean!r}, std={std!r}")
+    if data is not None and getattr(data, "encoding", "") == "ids":
+        raise ValueError(f"data set {data.name!r} holds token ids; model.normalize does not apply")
+    source = "model.mean/model.std"
+    if mean is None and pretrained and model_name.startswith("timm:"):
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(model_name[len("timm:"):])
+        if cfg is not None and cfg.mean is not None and cfg.std is not None:
+            mean, std, source = cfg.mean, cfg.std, f"timm's pretrained config of {model_name}"
+    meta = getattr(data, "meta", None) or {}
+    if mean is None and meta.get("mean") is not None and meta.get("std") is not None:
+        mean, std, source = meta["mean"], meta["std"], f"data set {data.name!r}"
+    if mean is None:
+        where = f"data set {data.name!r}" if data is not None else "the data"
+        raise ValueError(f"model.normalize=true needs channel statistics, and neither the model nor {where} has "
+                         "them: set model.mean=[...] model.std=[...] (pixels in [0, 1]), or data.mean/data.std, or "
+                         "use data=imagenet (ImageNet's) or a pretrained timm model (its own)")
+    low, high = getattr(data, "domain", (0.0, 1.0)) if data is not None else (0.0, 1.0)
+    m = tuple(low + float(v) * (high - low) for v in mean)
+    s = tuple(float(v) * (high - low) for v in std)
+    log.info("the model standardizes its input with the mean/std of %s: %s / %s (pixels in [0, 1])", source,
+             [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std])
+    return m, s
+
+
+# ------------------------------------------------------------------------------------------- local weights
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be read, holds no state dict, or does not fit the model."""
+
+
+#: where timm (and common training scripts) keep the state dict inside a checkpoint, in order of preference
+_STATE_KEYS_EMA = ("state_dict_ema", "model_ema", "state_dict", "model")
+_STATE_KEYS = ("state_dict", "model")
+_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
+
+
+def _few(names: Sequence[str], k: int = 5) -> str:
+    shown = ", ".join(names[:k])
+    return shown + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _state_dict_of(blob: Any, path: Path, use_ema: bool) -> tuple[Mapping[str, Tensor], str | None]:
+    """``(state dict, the key it was found under or None)``; raises :class:`CheckpointError`."""
+    if not isinstance(blob, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds a {type(blob).__name__}, not a state dict (save "
+                              "model.state_dict(), not the model)")
+    if blob and all(isinstance(v, Tensor) for v in blob.values()):
+        return blob, None
+    for key in (_STATE_KEYS_EMA if use_ema else _STATE_KEYS):
+        if isinstance(blob.get(key), Mapping):
+            state = blob[key]
+            bad = [str(k) for k, v in state.items() if not isinstance(v, Tensor)]
+            if bad:
+                raise CheckpointError(f"checkpoint {path}: the state dict under {key!r} holds non-tensor entries: "
+                                      f"{_few(bad)}")
+            return state, key
+    raise CheckpointError(f"checkpoint {path} holds no state dict: a dict with keys {_few([str(k) for k in blob])}; "
+                          "expected a dict of tensors, or one under 'state_dict', 'model' or 'state_dict_ema'")
+
+
+def _strip(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, use_ema: bool = True) -> nn.Module:
+    """Load a weights file saved by ``torch.save`` into ``model`` (in place) and return it.
+
+    The file holds a state dict, or a dict with it under ``state_dict_ema``/``model_ema`` (with ``use_ema``, as timm
+    prefers them), ``state_dict`` or ``model`` (timm's and most training scripts' checkpoints; other entries such as
+    ``epoch`` are ignored). Key prefixes ``module.`` (``DataParallel``) and ``_orig_mod.`` (``torch.compile``) are
+    stripped. Read with ``torch.load(weights_only=True)``: tensors and plain containers only, never code. Every key
+    must match the model's ``state_dict()`` (strict; a :class:`Normalize` holds none) with its shape; the values are
+    copied into the model's tensors (their device and dtype are kept). The model's train/eval mode is unchanged.
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (named).
+        CheckpointError: the file cannot be read (or holds objects other than tensors: the message says how to
+            re-save it), holds no state dict, or does not fit: missing and unexpected keys (up to 5 of each named,
+            the rest counted) and shape mismatches (key, the file's shape and the model's).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (model.checkpoint)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights only" in str(err).lower():
+            raise CheckpointError(
+                f"checkpoint {path} holds objects other than tensors, which torch.load(weights_only=True) refuses "
+                f"({first}); re-save only the weights, e.g. torch.save(ckpt['state_dict'], 'weights.pt')") from err
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from err
+    except Exception as err:  # noqa: BLE001  (not a torch file, truncated, ...: named)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {first}") from err
+    state, key = _state_dict_of(blob, path, use_ema)
+    state = {_strip(str(k)): v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
+                  if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if missing or unexpected or mismatched:
+        where = f" (under {key!r})" if key else ""
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s) (in the model, not in the file): {_few(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) (in the file, not in the model): {_few(unexpected)}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): "
+                         + _few([f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in mismatched]))
+        raise CheckpointError(f"checkpoint {path}{where} does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+    log.info("loaded %d tensors from %s%s", len(state), path, f" (under {key!r})" if key else "")
+    return model

@@ -1,0 +1,90 @@
+"""``salbench --dry-run``: the predicted cost of a job before it runs (:mod:`bench.core.cost`), with the measured
+pass rate of the model on this machine. Nothing is trained or written: the data are loaded, the architecture is
+created at its initialization (a pass costs the same trained or not) and timed on one batch of Gradient (Hydra
+writes its log file only).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from bench.cli.config import MainConfig
+
+__all__ = ["estimate", "report"]
+
+log = logging.getLogger(__name__)
+
+
+def _pass_rate(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
+    """Seconds per sample-pass of Gradient on ``x`` (the median of ``repeats`` timed calls after a warm-up)."""
+    import methods
+
+    explain = methods.create("gradient", model)
+    explain(x)
+    times = []
+    for _ in range(repeats):
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        explain(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2] / len(x)
+
+
+def estimate(cfg: MainConfig) -> dict[str, Any]:
+    """The job's passes per test and method (per sample and in all) and the predicted seconds.
+
+    Returns ``{"tests": {test: {method: passes per sample}}, "passes": total passes, "seconds_per_pass": measured,
+    "seconds": predicted, "n_samples": ..., "stages": {mode: K}}``."""
+    from bench.core.cost import invariance_passes, randomization_passes, total
+    from bench.core.data import load_dataset
+    from bench.core.explain import method_specs
+    from bench.core.models import create_model
+    from bench.randomization.units import units
+
+    d, run = cfg.data, cfg.run
+    data = load_dataset(d.name, encoding=d.encoding, seed=d.seed, root=d.root, download=d.download, n_test=d.n_test)
+    model = create_model(cfg.model.name, data.input_shape, data.num_classes, **dict(cfg.model.kwargs)).eval()
+    model.to(run.device)
+    specs = method_specs(cfg.method)
+    x = data.x_test[: min(run.batch_size, run.n_samples)].to(run.device)
+    tests: dict[str, dict[str, int]] = {}
+    stages: dict[str, int] = {}
+    if "invariance" in run.tests and cfg.transform:
+        tests["invariance"] = invariance_passes(specs, len(cfg.transform))
+    if "randomization" in run.tests:
+        for label, spec in cfg.randomization.items():
+            granularity = getattr(spec.granularity, "value", spec.granularity)
+            k = len(units(model, granularity, example=x[:1]))
+            if isinstance(spec.stages, int):
+                k = min(k, spec.stages)
+            elif spec.stages:
+                k = len(spec.stages)
+            stages[label] = k
+            tests[f"randomization:{label}"] = randomization_passes(specs, spec.mode, k, run.seeds,
+                                                                   spec.smooth_samples)
+    passes = sum(total(per, run.n_samples) for per in tests.values())
+    rate = _pass_rate(model, x)
+    return {"tests": tests, "passes": passes, "seconds_per_pass": rate, "seconds": passes * rate,
+            "n_samples": run.n_samples, "stages": stages, "model": cfg.model.name, "data": data.name,
+            "device": run.device}
+
+
+def report(cfg: MainConfig) -> dict[str, Any]:
+    """Log :func:`estimate`'s table (passes per sample per test and method, the totals) and return it."""
+    est = estimate(cfg)
+    lines = [f"dry run: {est['model']} on {est['data']}, {est['n_samples']} samples, device {est['device']}"]
+    for test, per in est["tests"].items():
+        k = est["stages"].get(test.split(":", 1)[-1])
+        lines.append(f"  {test}{f' ({k} stages)' if k is not None else ''}: "
+                     + ", ".join(f"{m} {p}" for m, p in per.items()) + " passes per sample")
+    lines.append(f"  total: {est['passes']:,} passes x {est['seconds_per_pass'] * 1e3:.3g} ms per pass (Gradient, "
+                 f"measured here) = about {est['seconds']:.0f} s of attribution, before training, fits and scoring")
+    log.info("\n".join(lines))
+    return est

@@ -1,0 +1,62 @@
+"""The cost model of a job: how many attribution passes each test needs, so that a sweep's cost can be predicted
+before it is launched (``salbench --dry-run``).
+
+A *pass* is one forward and one backward pass of one sample through the model (what Gradient costs). Per sample:
+
+* a method's map costs :func:`passes_per_map` passes: 1 for Gradient, Guided Backprop, DeconvNet, Gradient x Input,
+  Grad-CAM and the LRP/DTD rules (one modified backward pass each), ``n`` for SmoothGrad (50 by default), ``steps``
+  for Integrated Gradients (50 by default); the smooth MPRT multiplies every map by its ``smooth_samples``;
+* input invariance: ``1 + S`` maps per method for ``S`` shifts (the original network's map is computed once);
+* model randomization: ``2 + K x seeds`` maps per method for ``K`` stages (the trained model's reference map and the
+  repeatability control, then each stage of each re-initialization seed); the label test: ``3`` (reference,
+  repeat, the permuted-label model) plus ``1`` for the retrained control's row.
+
+PatternNet/PatternAttribution add a fit over ``run.fit_samples`` training samples per network (forward passes);
+the input-only controls cost nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+
+__all__ = ["passes_per_map", "invariance_passes", "randomization_passes", "total", "MULTIPLIERS"]
+
+#: constructor parameters that multiply a method's passes (SmoothGrad's ``n``, Integrated Gradients' ``steps``)
+MULTIPLIERS = ("n", "steps")
+
+
+def passes_per_map(spec) -> int:
+    """Passes of one map of one sample for a :class:`~bench.core.explain.MethodSpec`: the product of its
+    :data:`MULTIPLIERS` (the spec's ``params``, else the factory's defaults), 1 for single-pass methods."""
+    params = dict(spec.params or {})
+    try:
+        signature = inspect.signature(spec.factory())
+        defaults = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    except (TypeError, ValueError):
+        defaults = {}
+    passes = 1
+    for key in MULTIPLIERS:
+        value = params.get(key, defaults.get(key))
+        if isinstance(value, int) and value > 0:
+            passes *= value
+    return passes
+
+
+def invariance_passes(specs: Sequence, n_shifts: int) -> dict[str, int]:
+    """``{method label: passes per sample}`` of the input-invariance test with ``n_shifts`` shifts."""
+    return {s.label: passes_per_map(s) * (1 + n_shifts) for s in specs}
+
+
+def randomization_passes(specs: Sequence, mode: str, n_stages: int, seeds: int = 1, smooth_samples: int = 0
+                         ) -> dict[str, int]:
+    """``{method label: passes per sample}`` of one randomization test (``mode``) with ``n_stages`` stages and
+    ``seeds`` re-initialization seeds (the label test has one stage and one seed)."""
+    maps = 4 if mode == "labels" else 2 + n_stages * seeds
+    smooth = max(1, int(smooth_samples))
+    return {s.label: passes_per_map(s) * maps * smooth for s in specs}
+
+
+def total(per_sample: Mapping[str, int], n_samples: int) -> int:
+    """Passes of a test over ``n_samples`` samples."""
+    return sum(per_sample.values()) * n_samples

@@ -1,0 +1,60 @@
+"""The cost model (issue 17): passes per map from the methods' parameters, and the predicted maps of a job equal to
+the maps it computes (counted on a real job of a zero-epoch model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.core.cost import invariance_passes, passes_per_map, randomization_passes
+from bench.core.explain import MethodSpec
+
+
+@pytest.mark.parametrize(("spec", "passes"), [
+    (MethodSpec("g", "gradient"), 1), (MethodSpec("sg", "smoothgrad"), 50),
+    (MethodSpec("sg4", "smoothgrad", params={"n": 4}), 4), (MethodSpec("ig", "integrated_gradients"), 50),
+    (MethodSpec("ig8", "integrated_gradients", params={"steps": 8}), 8), (MethodSpec("lrp", "lrp_epsilon"), 1),
+])
+def test_passes_per_map_follow_the_method_parameters(spec, passes):
+    assert passes_per_map(spec) == passes
+
+
+def test_passes_per_sample_of_each_test():
+    specs = [MethodSpec("g", "gradient"), MethodSpec("sg", "smoothgrad", params={"n": 4})]
+    assert invariance_passes(specs, 3) == {"g": 4, "sg": 16}
+    assert randomization_passes(specs, "cascading", 5, seeds=2) == {"g": 12, "sg": 48}
+    assert randomization_passes(specs, "labels", 5, seeds=2) == {"g": 4, "sg": 16}
+    assert randomization_passes(specs, "bottom_up", 5, smooth_samples=10) == {"g": 70, "sg": 280}
+
+
+def test_the_dry_run_predicts_the_maps_a_job_computes(tmp_path, monkeypatch):
+    import bench.experiments.invariance as invariance
+    import bench.experiments.model_randomization as model_randomization
+    from bench.cli import job
+    from bench.cli.config import MainConfig
+    from bench.cli.dry_run import estimate
+    from bench.experiments.model_randomization import RandomizationSpec
+    from bench.twins.shifts import ShiftSpec
+
+    cfg = MainConfig()
+    cfg.model.kwargs = {"hidden": 8}
+    cfg.train.epochs, cfg.train.min_test_acc, cfg.train.cache_dir = 0, 0.0, str(tmp_path / "ckpt")
+    cfg.method = {"gradient": MethodSpec(name="gradient"), "ig": MethodSpec(name="integrated_gradients",
+                                                                            params={"steps": 3})}
+    cfg.transform = {"m": ShiftSpec(kind="mean_shift"), "c": ShiftSpec(kind="checkerboard")}
+    cfg.randomization = {"cascading": RandomizationSpec(mode="cascading"), "two": RandomizationSpec(
+        mode="independent", stages=2)}
+    cfg.run.n_samples, cfg.run.figures, cfg.run.seeds = 5, False, 2
+    cfg.logger.mode = "disabled"
+    counted = {"n": 0}
+    for module in (invariance, model_randomization):
+        real = module.explain_all
+
+        def counting(explainer, x, *args, real=real, **kwargs):
+            counted["n"] += len(x) * (3 if "Integrated" in type(explainer).__name__ else 1)
+            return real(explainer, x, *args, **kwargs)
+
+        monkeypatch.setattr(module, "explain_all", counting)
+    predicted = estimate(cfg)
+    assert predicted["stages"] == {"cascading": 4, "two": 2}  # paper_mlp: four Linear layers
+    assert job.run(cfg, tmp_path / "job")["status"] == "ok"
+    assert counted["n"] == predicted["passes"]
