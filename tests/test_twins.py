@@ -118,7 +118,7 @@ def test_unsupported_first_layer_is_named():
 def test_prefix_that_changes_the_shift_is_an_error():
     torch.manual_seed(0)
     model = nn.Sequential(nn.ReLU(), nn.Flatten(), nn.Linear(9, 2))  # ReLU(x + m) - ReLU(x) depends on x
-    with pytest.raises(ValueError, match="do not pass the input on unchanged"):
+    with pytest.raises(ValueError, match="do not pass the input on element-wise affinely"):
         shifted_twin(model, torch.full((1, 3, 3), -0.5), example=torch.rand(4, 1, 3, 3))
 
 

@@ -59,6 +59,10 @@ _NOT_RESULTS = ("train.cache_dir", "train.use_cache", "train.min_test_acc", "dat
                 "invariance.ssim_threshold", "invariance.tolerance")
 
 
+#: data sets whose ``data.root`` is their content (not merely where a fixed set is stored)
+_FOLDER_DATA = ("image_folder", "imagenet")
+
+
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(node, dict):
         out: dict[str, Any] = {}
@@ -75,8 +79,9 @@ def row_config(config: MainConfig, experiment: str, method: str, condition: str)
     invariance settings for invariance rows. Its hash is the rows' ``config_hash``: rows pool only when it is
     equal (:mod:`bench.reporting.leaderboard`)."""
     d = as_dict(config)
+    keep = {"data.root"} if d["data"]["name"] in _FOLDER_DATA else set()  # the folder is the data set
     flat = {k: v for k, v in _flat({g: d[g] for g in ("model", "data", "train", "run")}).items()
-            if k not in _NOT_RESULTS}
+            if k not in _NOT_RESULTS or k in keep}
     if experiment == "input_invariance":
         flat.update({k: v for k, v in _flat({"invariance": d["invariance"]}).items() if k not in _NOT_RESULTS})
         flat.update(_flat({"condition": d["transform"].get(condition, {})}))
@@ -134,8 +139,9 @@ def run(config: MainConfig, out: str | os.PathLike, *, skip_done: bool = True, m
 def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> dict:
     from bench.core.data import load_dataset
     from bench.core.explain import method_specs
+    from bench.core.models import normalization
     from bench.core.settings import check_run
-    from bench.core.training import load_or_train
+    from bench.core.training import load_or_train, load_weights
     from methods.registry import check_finite
 
     run = cfg.run
@@ -143,16 +149,23 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     if unknown:
         raise ValueError(f"unknown test(s) {sorted(unknown)} in run.tests; accepted: {', '.join(TESTS)}")
     torch.manual_seed(run.seed)
-    d = cfg.data
-    data = load_dataset(d.name, encoding=d.encoding, seed=d.seed, root=d.root, download=d.download, n_test=d.n_test)
+    data = load_dataset(**dataclasses.asdict(cfg.data))
     for split in ("train", "test"):
         check_finite(data.split(split)[0], f"the {split} inputs of data set {data.name!r}")
     check_run(run, len(data.x_test))
     model_kw = dict(cfg.model.kwargs)
-    if cfg.model.pretrained:
+    mc = cfg.model
+    norm = normalization(mc.normalize, mc.mean, mc.std, data=data, model_name=mc.name, pretrained=mc.pretrained)
+    if norm is not None:  # the model standardizes its own input: maps, shifts and bounds stay in pixel space
+        model_kw["normalize"] = norm
+    if mc.pretrained:
         model_kw["pretrained"] = True
-    model, info = load_or_train(cfg.model.name, data, cfg.train, model_kw=model_kw, device=run.device,
-                                progress=run.progress)
+    if mc.checkpoint or mc.pretrained:  # given weights: evaluated, never trained over
+        model, info = load_weights(mc.name, data, cfg.train, model_kw=model_kw, checkpoint=mc.checkpoint,
+                                   device=run.device)
+    else:
+        model, info = load_or_train(mc.name, data, cfg.train, model_kw=model_kw, device=run.device,
+                                    progress=run.progress)
     log.info("%s on %s (%s, %d train / %d test): test accuracy %.4f (required >= %.4f), train accuracy %.4f "
              "[%s: %s]", cfg.model.name, data.name, data.encoding, len(data.x_train), len(data.x_test),
              info["test_acc"], info["min_test_acc"], info["train_acc"],

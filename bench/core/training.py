@@ -26,8 +26,8 @@ from bench.core.data import Dataset
 from bench.core.models import create_model
 from methods.state import eval_mode
 
-__all__ = ["TrainConfig", "train", "evaluate", "load_or_train", "cache_dir", "check_quality", "chance_level",
-           "default_min_test_acc", "ModelQualityError", "weights_hash"]
+__all__ = ["TrainConfig", "train", "evaluate", "load_or_train", "load_weights", "cache_dir", "check_quality",
+           "chance_level", "default_min_test_acc", "ModelQualityError", "weights_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,39 @@ def _read_checkpoint(path: Path, model: nn.Module) -> tuple[dict | None, str]:
     return info, ""
 
 
+def load_weights(
+    model_name: str,
+    data: Dataset,
+    cfg: TrainConfig | None = None,
+    *,
+    model_kw: dict | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict]:
+    """A model with given weights, evaluated and not trained: a local ``checkpoint``
+    (:func:`bench.core.models.load_checkpoint`), or timm's pretrained weights (``model_kw["pretrained"]``).
+
+    The accuracy on ``data``'s test split is measured and the quality bar applies (``cfg.min_test_acc``). Returns
+    ``(model in eval mode, info)`` with ``test_acc``, ``train_acc`` (NaN without a training split), ``cached``
+    (False), ``path`` (the checkpoint, or ``"pretrained"``) and ``min_test_acc``. Raises ``FileNotFoundError`` /
+    :class:`~bench.core.models.CheckpointError` for a checkpoint that cannot be loaded (naming keys) and
+    :class:`ModelQualityError`."""
+    from bench.core.models import load_checkpoint
+
+    cfg = cfg or TrainConfig()
+    cfg.check()
+    model = create_model(model_name, data.input_shape, data.num_classes, **dict(model_kw or {}))
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    model.to(device).eval()
+    info = {"test_acc": evaluate(model, data.x_test, data.y_test, device=device),
+            "train_acc": evaluate(model, data.x_train, data.y_train, device=device) if len(data.x_train)
+            else float("nan"), "cached": False, "path": str(checkpoint) if checkpoint is not None else "pretrained",
+            "epochs": 0, "loss": None}
+    info["min_test_acc"] = check_quality(model_name, data, info, cfg.min_test_acc)
+    return model, info
+
+
 def load_or_train(
     model_name: str,
     data: Dataset,
@@ -256,6 +289,12 @@ def load_or_train(
     cfg = cfg or TrainConfig()
     cfg.check()
     model_kw = dict(model_kw or {})
+    if model_kw.get("pretrained"):
+        raise ValueError(f"{model_name}: pretrained weights are evaluated, not trained over (their initialization "
+                         "would be reset); use load_weights")
+    if len(data.x_train) == 0:
+        raise ValueError(f"data set {data.name!r} has no training split, so {model_name} cannot be trained: give "
+                         "weights (model.checkpoint=PATH or model.pretrained=true) or data with a train/ folder")
     model = create_model(model_name, data.input_shape, data.num_classes, **model_kw)
     extra = "" if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:16]
     key = _cache_key(model_name, model_kw, data, cfg, extra)

@@ -15,9 +15,10 @@ Both replacements stay instances of the original layer type and keep the compens
 ``bias``, so zennit's rules treat them as the same layer (their parameter modifiers act on the bias
 map element-wise) and LRP denominators are identical in both networks.
 
-Layers that run before the first parametrized layer must pass a shift through unchanged up to a
-reshape (``Flatten``, ``Identity``, ``Dropout`` in eval mode ...): the shift that the first layer sees
-is measured with hooks on two different inputs and must not depend on the input.
+Layers that run before the first parametrized layer must act element-wise affinely up to a reshape
+(``Flatten``, ``Identity``, ``Dropout`` in eval mode, the model's own input normalization
+``(x - mean) / std``): the transform that the first layer sees is measured with hooks and checked on two
+different inputs, so a shift given in pixel space is absorbed exactly by a model that standardizes its input.
 """
 
 from __future__ import annotations
@@ -115,18 +116,31 @@ class Affine:
 
 
 def _transform_at_first_layer(model: nn.Module, t: Affine, example: Tensor) -> tuple[str, nn.Module, Affine]:
-    """The first layer and the transform as its input sees it: the layers before it must pass the input on
-    linearly, up to a reshape (``Flatten``, ``Identity``, ``Dropout`` in eval mode), which is checked."""
+    """The first layer and the transform as its input sees it: the layers before it must act element-wise
+    affinely, up to a reshape (``Flatten``, ``Identity``, ``Dropout`` in eval mode, a per-channel input
+    normalization ``(x - mean) / std``), which is checked.
+
+    With ``g`` the map from the input to the first layer's input, ``g(x) = a x + b`` element-wise: the transform
+    ``x -> s x + m`` reaches the first layer as ``g -> s' g + m'`` with ``s' = (g(s) - g(0)) / (g(1) - g(0))`` and
+    ``m' = g(m) - s' g(0)`` (``s' = s``, ``m' = (m + (s - 1) mean) / std`` for a normalization)."""
     x = torch.cat([example[:1], torch.rand_like(example[:1]) * 2 - 1]) if len(example) < 2 else example[:2]
     name, mod, seen = first_layer_input(model, x)
     _, _, moved = first_layer_input(model, t.apply(x))
-    _, _, scale = first_layer_input(model, t.scale[None].expand_as(x[:1]).contiguous())
-    _, _, shift = first_layer_input(model, t.shift[None].expand_as(x[:1]).contiguous())
+
+    def g(v: Tensor) -> Tensor:
+        return first_layer_input(model, v[None].expand_as(x[:1]).contiguous())[2]
+
+    g0, g1 = g(torch.zeros_like(t.scale)), g(torch.ones_like(t.scale))
+    unit = g1 - g0
+    scale = torch.where(unit != 0, (g(t.scale) - g0) / torch.where(unit != 0, unit, torch.ones_like(unit)),
+                        torch.ones_like(unit))
+    shift = g(t.shift) - scale * g0
     expected = scale * seen + shift
     tol = 1e-5 * (float(moved.abs().max()) + 1e-12)
     if seen.shape[1:] != scale.shape[1:] or not torch.allclose(moved, expected, atol=tol, rtol=0):
         raise ValueError(
-            f"the layers before {name!r} ({type(mod).__name__}) do not pass the input on unchanged (up to a reshape): "
+            f"the layers before {name!r} ({type(mod).__name__}) do not pass the input on element-wise affinely (up "
+            "to a reshape): "
             f"the transform they deliver depends on the input by {float((moved - expected).abs().max()):.3g}; "
             "a twin needs the first parametrized layer to see s * x + m"
         )
