@@ -262,7 +262,7 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     parts.remove()
     summary["results"] = str(path)
     summary["rows"] = len(table)
-    return {**summary, **_views(cfg, out, table, results, meta, path, model)}
+    return {**summary, **_views(cfg, out, table, results, meta, path, model, info=summary, chash=chash)}
 
 
 def _n_tests(cfg: MainConfig, specs: list) -> int:
@@ -274,14 +274,15 @@ def _n_tests(cfg: MainConfig, specs: list) -> int:
 
 
 def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, Any], meta: dict,
-           path: Path, model: torch.nn.Module | None = None) -> dict:
+           path: Path, model: torch.nn.Module | None = None, info: dict | None = None,
+           chash: str | None = None) -> dict:
     """Figures, the leaderboard and W&B: views of the table already on disk; a failure here loses no result."""
     from bench.core.scores import RANDOMIZATION_SCORE
     from bench.reporting.aggregate import invariance_verdicts
     from bench.reporting.figures import invariance_figures, randomization_figures
     from bench.reporting.leaderboard import build_leaderboard
     from bench.reporting.render import to_markdown
-    from bench.reporting.wandb_log import log_run
+    from bench.reporting.wandb_log import group_name, log_run
 
     inv = cfg.invariance
     figures: list[Path] = []
@@ -312,7 +313,8 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
     lg = cfg.logger
     error = log_run(mode=str(lg.mode.value if hasattr(lg.mode, "value") else lg.mode), out=out, config=as_dict(cfg),
                     table=table, leaderboard=board, figures=figures, project=lg.project, entity=lg.entity,
-                    group=lg.group or meta.get("group"), name=meta.get("name") or cfg.run.name, tags=lg.tags)
+                    group=group_name(meta.get("group"), lg.group), name=meta.get("name") or cfg.run.name,
+                    tags=lg.tags, info=info, config_hash=chash)
     if error:
         log.warning("%s (results are in %s)", error, path)
         notes["logger_error"] = error

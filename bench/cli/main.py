@@ -70,14 +70,17 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def _wandb_meta(run_name: str) -> dict:
-    """W&B run name = the job's overrides (or ``run.name``); group = the sweep folder (or the run folder)."""
+    """W&B run name = the job's overrides (or ``run.name``); group = the sweep's name (the sweep folder's name, not
+    its local path; :func:`bench.reporting.wandb_log.group_name`)."""
+    from bench.reporting.wandb_log import group_name
+
     try:
         hc = HydraConfig.get()
     except ValueError:
         return {}
     name = hc.job.override_dirname or run_name
     group = hc.sweep.dir if hc.mode.name == "MULTIRUN" else hc.run.dir
-    return {"name": str(name), "group": str(group)}
+    return {"name": str(name), "group": group_name(group)}
 
 
 def _is_multirun() -> bool:
