@@ -99,8 +99,9 @@ def _layer_sequence(model: nn.Module) -> list[tuple[str, nn.Module]]:
             return
         if not isinstance(mod, _SUPPORTED):
             has = " (has parameters)" if any(True for _ in mod.parameters()) else ""
+            shown = repr(mod) if len(repr(mod)) <= 120 else f"{type(mod).__name__}(...)"  # not a whole network
             raise ValueError(f"pattern methods do not support module {where}: {type(mod).__name__}{has} "
-                             f"[{mod!r}]; supported: {_SUPPORTED_TEXT}")
+                             f"[{shown}]; supported: {_SUPPORTED_TEXT}")
         if isinstance(mod, nn.Conv2d) and mod.groups != 1:
             raise ValueError(f"pattern methods: {where} ({mod!r}) has groups={mod.groups}; only groups=1")
         if isinstance(mod, nn.MaxPool2d) and mod.return_indices:
