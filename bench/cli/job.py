@@ -169,7 +169,8 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     log.info("%s on %s (%s, %d train / %d test): test accuracy %.4f (required >= %.4f), train accuracy %.4f "
              "[%s: %s]", cfg.model.name, data.name, data.encoding, len(data.x_train), len(data.x_test),
              info["test_acc"], info["min_test_acc"], info["train_acc"],
-             "loaded from cache" if info["cached"] else "trained", info["path"])
+             "given weights" if info.get("given") else "loaded from cache" if info["cached"] else "trained",
+             info["path"])
     summary: dict[str, Any] = {"model": cfg.model.name, "dataset": data.name, "test_acc": info["test_acc"],
                                "train_acc": info["train_acc"], "min_test_acc": info["min_test_acc"]}
     from bench.core.embedding import embedded, has_embedding

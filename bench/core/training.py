@@ -245,9 +245,9 @@ def load_weights(
 
     The accuracy on ``data``'s test split is measured and the quality bar applies (``cfg.min_test_acc``). Returns
     ``(model in eval mode, info)`` with ``test_acc``, ``train_acc`` (NaN without a training split), ``cached``
-    (False), ``path`` (the checkpoint, or ``"pretrained"``) and ``min_test_acc``. Raises ``FileNotFoundError`` /
-    :class:`~bench.core.models.CheckpointError` for a checkpoint that cannot be loaded (naming keys) and
-    :class:`ModelQualityError`."""
+    (False), ``given`` (True), ``path`` (the checkpoint, or ``"pretrained"``) and ``min_test_acc``. Raises
+    ``FileNotFoundError`` / :class:`~bench.core.models.CheckpointError` for a checkpoint that cannot be loaded
+    (naming keys) and :class:`ModelQualityError`."""
     from bench.core.models import load_checkpoint
 
     cfg = cfg or TrainConfig()
@@ -259,7 +259,7 @@ def load_weights(
     info = {"test_acc": evaluate(model, data.x_test, data.y_test, device=device),
             "train_acc": evaluate(model, data.x_train, data.y_train, device=device) if len(data.x_train)
             else float("nan"), "cached": False, "path": str(checkpoint) if checkpoint is not None else "pretrained",
-            "epochs": 0, "loss": None}
+            "epochs": 0, "loss": None, "given": True}
     info["min_test_acc"] = check_quality(model_name, data, info, cfg.min_test_acc)
     return model, info
 
