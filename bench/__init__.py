@@ -16,6 +16,11 @@ from typing import Any
 _EXPORTS = {
     "Dataset": "bench.core.data",
     "load_dataset": "bench.core.data",
+    "image_folder": "bench.core.data",
+    "load_checkpoint": "bench.core.models",
+    "Normalize": "bench.core.models",
+    "load_weights": "bench.core.training",
+    "ModelQualityError": "bench.core.training",
     "create_model": "bench.core.models",
     "register_model": "bench.core.models",
     "TrainConfig": "bench.core.training",
