@@ -40,8 +40,9 @@ def _pass_rate(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> flo
 def estimate(cfg: MainConfig) -> dict[str, Any]:
     """The job's passes per test and method (per sample and in all) and the predicted seconds.
 
-    Returns ``{"tests": {test: {method: passes per sample}}, "passes": total passes, "seconds_per_pass": measured,
-    "seconds": predicted, "n_samples": ..., "stages": {mode: K}}``."""
+    Returns ``{"tests": {test: {method: passes per sample}}, "passes": total passes, "seconds_per_pass": measured
+    (float32), "seconds": predicted (the invariance test's passes at the float64 rate when it runs in float64),
+    "n_samples": ..., "stages": {mode: K}}``."""
     from bench.core.cost import invariance_passes, randomization_passes, total
     from bench.core.data import load_dataset
     from bench.core.explain import method_specs
@@ -71,7 +72,13 @@ def estimate(cfg: MainConfig) -> dict[str, Any]:
                                                                    spec.smooth_samples)
     passes = sum(total(per, run.n_samples) for per in tests.values())
     rate = _pass_rate(model, x)
-    return {"tests": tests, "passes": passes, "seconds_per_pass": rate, "seconds": passes * rate,
+    seconds = passes * rate
+    if "invariance" in tests and cfg.invariance.float64:  # the invariance test runs in double precision
+        import copy
+
+        rate64 = _pass_rate(copy.deepcopy(model).double(), x.double())
+        seconds += total(tests["invariance"], run.n_samples) * (rate64 - rate)
+    return {"tests": tests, "passes": passes, "seconds_per_pass": rate, "seconds": seconds,
             "n_samples": run.n_samples, "stages": stages, "model": cfg.model.name, "data": data.name,
             "device": run.device}
 
@@ -84,7 +91,9 @@ def report(cfg: MainConfig) -> dict[str, Any]:
         k = est["stages"].get(test.split(":", 1)[-1])
         lines.append(f"  {test}{f' ({k} stages)' if k is not None else ''}: "
                      + ", ".join(f"{m} {p}" for m, p in per.items()) + " passes per sample")
-    lines.append(f"  total: {est['passes']:,} passes x {est['seconds_per_pass'] * 1e3:.3g} ms per pass (Gradient, "
-                 f"measured here) = about {est['seconds']:.0f} s of attribution, before training, fits and scoring")
+    lines.append(f"  total: {est['passes']:,} passes, {est['seconds_per_pass'] * 1e3:.3g} ms per pass (Gradient, "
+                 "float32, measured here; the invariance test's passes timed in float64) = about "
+                 f"{est['seconds']:.0f} s of attribution, before training, fits and scoring (measured totals run "
+                 "1.3-3x this: benchmarks/scale.md)")
     log.info("\n".join(lines))
     return est
