@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from bench._io import atomic_write
 from bench.cli.config import MainConfig
-from bench.cli.stream import Parts, chunks
+from bench.cli.stream import Parts, chunks, release_memory
 from bench.core.results import RESULTS_FILE, concat, config_hash, write_table
 
 __all__ = ["run", "job_hash", "is_done", "JOB_FILE", "as_dict"]
@@ -212,6 +212,8 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
                 parts.write(key, table, chunk_record)
                 if start == 0:
                     results[f"{test}:{condition}" if test == "randomization" else test] = res
+                del res, table  # before the next chunk runs: one chunk in memory at a time
+                release_memory()
             record["errors"].update(chunk_record["errors"])
             record["tracebacks"].update(chunk_record["tracebacks"])
             for shift, err in chunk_record.get("premise", {}).items():

@@ -160,7 +160,9 @@ def input_invariance(
         pixel2 = (t.apply(pixel1[0][None])[0], t.apply(pixel1[1][None])[0])  # the bounds, moved per element
         domain2 = (float(pixel2[0].min()), float(pixel2[1].max()))  # their hull, for methods that take numbers
         x2 = t.apply(x)
-        result.inputs[shift_label] = (x[: run.keep_maps].cpu(), x2[: run.keep_maps].cpu())
+        # copies, not views: a view would keep the whole batch alive with the result
+        result.inputs[shift_label] = (x[: run.keep_maps].to("cpu", copy=True),
+                                      x2[: run.keep_maps].to("cpu", copy=True))
         result.maps[shift_label] = {}
         for spec in specs:
             bar.set_postfix(shift=shift_label, method=spec.label)
@@ -181,7 +183,7 @@ def input_invariance(
                 continue
             entries.append(({"method": spec.label, "condition": shift_label}, scores))
             result.maps[shift_label][spec.label] = (maps1[spec.label].maps[: run.keep_maps].reshape(
-                -1, *x.shape[1:]).cpu(), a2[: run.keep_maps].cpu())
+                -1, *x.shape[1:]).to("cpu", copy=True), a2[: run.keep_maps].to("cpu", copy=True))
             bar.update()
     bar.close()
     result.table = score_table(entries, experiment=EXPERIMENT, model=model_name, dataset=data.name, seed=run.seed,

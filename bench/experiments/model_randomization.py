@@ -273,11 +273,13 @@ def model_randomization(
     bs = run.batch_size
     score_maps(x[:2], x[:2], names, spatial_dims=dims)  # fail fast on a bad score
     fit = fit_loader(data.x_train[: run.fit_samples].to(device), data.y_train[: run.fit_samples].to(device))
-    result = RandomizationResult(table=pd.DataFrame(), mode=mode_label, inputs=x[: run.keep_maps].cpu())
+    # the kept maps and inputs are copies, not views: a view would keep the whole batch alive with the result
+    result = RandomizationResult(table=pd.DataFrame(), mode=mode_label,
+                                 inputs=x[: run.keep_maps].to("cpu", copy=True))
     scored: list[tuple[dict, dict[str, Tensor]]] = []  # one table at the end
 
     target = predict(trained, x, bs, what=f"the first {len(x)} test inputs of {data.name!r}")
-    result.targets = target[: run.keep_maps].cpu()
+    result.targets = target[: run.keep_maps].to("cpu", copy=True)
 
     # the reference maps, normalized and ranked once for all stages: the trained model's, or in the label test the
     # retrained control's (same recipe as the permuted-label model: only the labels differ)
@@ -291,7 +293,7 @@ def model_randomization(
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.fail(ms.label, "trained model" if retrained is None else "retrained control", err)
             continue
-        result.maps[ms.label] = [maps[: run.keep_maps].cpu()]
+        result.maps[ms.label] = [maps[: run.keep_maps].to("cpu", copy=True)]
     scored += _controls(specs, ref, x, target, reference, trained if retrained is not None else None, data.domain,
                         fit, names, bs, result, build)
 
@@ -322,7 +324,7 @@ def model_randomization(
                             continue
                         scored.append(({"method": ms.label, "layer": stage, "seed": seed}, scores))
                         if first:  # the figures show the first seed
-                            result.maps[ms.label].append(maps[: run.keep_maps].cpu())
+                            result.maps[ms.label].append(maps[: run.keep_maps].to("cpu", copy=True))
                 bar.update()
         finally:
             bar.close()
