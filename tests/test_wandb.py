@@ -276,3 +276,25 @@ def test_a_failing_logger_is_reported_not_raised(tmp_path, monkeypatch):
     err = log_run(mode="online", out=tmp_path, config={}, table=table)
     assert err is not None and "no network" in err and "online" in err
     assert path.exists() and len(pd.read_parquet(path)) == len(table)
+
+
+def test_more_rows_than_wandb_keeps_log_the_cell_means_and_the_file(tmp_path, monkeypatch):
+    import wandb
+
+    from bench.core.results import write_table
+
+    monkeypatch.setattr(wandb.Table, "MAX_ROWS", 10)  # the real limit is 10,000 rows; here 20 rows, 4 cells
+    table = _table()
+    write_table(table, tmp_path)
+    assert log_run(mode="offline", out=tmp_path, config={}, table=table) is None
+    runs = _runs(tmp_path)
+    names = [p.name for p in runs[0].rglob("files/media/table/*.table.json")]
+    assert names and all(n.startswith("results_mean") for n in names)  # never a silently truncated row table
+    cells = _read_tables(runs[0])["results"]
+    assert {"mean", "n"} <= set(cells.columns) and (cells.n == 5).all()
+    groups = table.groupby(["method", "condition", "layer", "metric"]).score.mean()
+    assert len(cells) == len(groups)
+    got = cells.set_index(["method", "condition", "layer", "metric"])["mean"].astype(float).sort_index()
+    np.testing.assert_allclose(got.to_numpy(), groups.sort_index().to_numpy(), atol=1e-12)
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()  # the offline run's record, synced later
+    assert b"results.parquet" in record and b"results-" in record  # the whole file, as a `results` artifact

@@ -336,7 +336,7 @@ def log_run(
             note = f"{type(err).__name__}: {err}"
         folder = Path(run.dir).parent
         try:
-            _log_views(wandb, run, table, leaderboard, figures, scalars)
+            _log_views(wandb, run, table, leaderboard, figures, scalars, Path(out))
         finally:
             run.finish()
         _remove_older_runs(out / "wandb", run_id, keep=folder)
@@ -356,12 +356,25 @@ def _settings(wandb: Any, init_timeout: float) -> Any:
                           login_timeout=float(init_timeout))
 
 
+#: the columns of a results cell (one mean per cell when the rows exceed W&B's table limit)
+CELL_COLUMNS = ("experiment", "model", "dataset", "method", "condition", "layer", "metric", "seed", "config_hash")
+
+
 def _log_views(wandb: Any, run: Any, table: pd.DataFrame, leaderboard: pd.DataFrame | None,
-               figures: Sequence[str | os.PathLike], summary: Mapping[str, Any]) -> None:
-    if len(table) > wandb.Table.MAX_ROWS:
-        log.warning("W&B keeps the first %d of the %d result rows in the logged `results` table (its row limit); "
-                    "the whole table is results.parquet", wandb.Table.MAX_ROWS, len(table))
-    run.log({"results": wandb.Table(dataframe=typed_table(table))})
+               figures: Sequence[str | os.PathLike], summary: Mapping[str, Any], out: Path | None = None) -> None:
+    if len(table) <= wandb.Table.MAX_ROWS:
+        run.log({"results": wandb.Table(dataframe=typed_table(table))})
+    else:  # W&B keeps only the first MAX_ROWS rows of a table: log the cells' means and the whole file
+        keys = [c for c in CELL_COLUMNS if c in table.columns]
+        cells = table.groupby(keys, dropna=False, sort=False).score.agg(mean="mean", n="count").reset_index()
+        run.log({"results_mean": wandb.Table(dataframe=typed_table(cells))})
+        path = None if out is None else Path(out) / "results.parquet"
+        if path is not None and path.is_file():
+            artifact = wandb.Artifact(f"results-{run.id}", type="results")
+            artifact.add_file(str(path))
+            run.log_artifact(artifact)
+        log.info("%d result rows exceed W&B's table limit (%d): logged their %d cell means (results_mean) and "
+                 "results.parquet as an artifact", len(table), wandb.Table.MAX_ROWS, len(cells))
     if leaderboard is not None and len(leaderboard):
         run.log({"leaderboard": wandb.Table(dataframe=typed_table(leaderboard))})
     for fig in figures:
