@@ -16,7 +16,7 @@ from typing import Any
 _EXPORTS = {
     "Dataset": "bench.core.data",
     "load_dataset": "bench.core.data",
-    "image_folder": "bench.core.data",
+    "image_folder": "bench.core.image_folder",
     "load_checkpoint": "bench.core.models",
     "Normalize": "bench.core.models",
     "load_weights": "bench.core.training",

@@ -1,5 +1,5 @@
-"""Image folders generated on the fly (tests of :func:`bench.core.data.image_folder`): a few small PNG/JPEG files per
-class with a class-dependent pattern, written under a test's ``tmp_path``.
+"""Image folders generated on the fly (tests of :func:`bench.core.image_folder.image_folder`): a few small
+PNG/JPEG files per class with a class-dependent pattern, written under a test's ``tmp_path``.
 
 A plain module of helpers rather than conftest fixtures, so that a test states the folder it needs:
 ``make_image_folder(tmp_path / "pets", splits=("train", "val"))``.

@@ -1,4 +1,4 @@
-"""bench.core.data.image_folder (``data=image_folder`` / ``data=imagenet``): layouts, shapes, labels, pixel values
+"""bench.core.image_folder (``data=image_folder`` / ``data=imagenet``): layouts, shapes, labels, pixel values
 against PIL and torchvision, the seeded split, grey mode, resizing, and clear errors. Folders are generated per test
 (tests/image_fixtures.py); no network, no training beyond a few steps on 24 tiny images."""
 
@@ -17,10 +17,10 @@ from bench.core.data import (
     IMAGENET_STD,
     DatasetNotFoundError,
     ImageFolderError,
-    image_folder,
     load_dataset,
     names,
 )
+from bench.core.image_folder import image_folder
 from tests.image_fixtures import CLASSES, make_image_folder
 
 
