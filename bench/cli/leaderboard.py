@@ -20,15 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench._io import atomic_write
-from bench.reporting.leaderboard import (
-    DEFAULT_METRIC,
-    compare_methods,
-    find_failed_jobs,
-    load_leaderboard,
-    load_results,
-    read_row_configs,
-)
+from bench.reporting.leaderboard import DEFAULT_METRIC, compare_methods, load_leaderboard
 from bench.reporting.render import FORMATS, comparison_markdown, to_markdown, write_leaderboard
+from bench.reporting.sweep_files import find_failed_jobs, load_results, read_row_configs
 
 __all__ = ["main", "add_build_options", "build_kwargs"]
 

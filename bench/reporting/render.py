@@ -19,7 +19,8 @@ import pandas as pd
 
 from bench._io import atomic_write
 from bench.reporting.cells import inv_column, rand_column
-from bench.reporting.leaderboard import EXACT, FAIL, NA, PASS, Figure, Leaderboard, describe_figures
+from bench.reporting.leaderboard import EXACT, FAIL, NA, PASS, Leaderboard
+from bench.reporting.sweep_files import Figure, describe_figures
 
 __all__ = ["to_markdown", "to_html", "write_leaderboard", "read_leaderboard_csv", "comparison_markdown",
            "report_metadata", "FORMATS"]

@@ -111,7 +111,7 @@ def read_sweep(sweep_dir: str | os.PathLike, *, project: str | None = None, enti
     ``leaderboard_kwargs``: the settings of :func:`~bench.reporting.leaderboard.build_leaderboard`. Raises
     ``FileNotFoundError`` when ``sweep_dir`` is not a folder or holds no job."""
     from bench.core.results import RESULTS_FILE, read_tables
-    from bench.reporting.leaderboard import find_failed_jobs, read_row_configs
+    from bench.reporting.sweep_files import find_failed_jobs, read_row_configs
     from bench.reporting.wandb_log import leaderboard_of
 
     folder = Path(sweep_dir)
@@ -148,8 +148,9 @@ def _description(info: SweepInfo) -> str:
 
 def _snapshot(info: SweepInfo, legend: str) -> str | None:
     """The local leaderboard (and failed jobs) as Markdown, without the legend (shown above it)."""
-    from bench.reporting.leaderboard import Leaderboard, find_failed_jobs
+    from bench.reporting.leaderboard import Leaderboard
     from bench.reporting.render import to_markdown
+    from bench.reporting.sweep_files import find_failed_jobs
 
     if info.board is None:
         return None
