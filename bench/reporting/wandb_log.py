@@ -6,8 +6,9 @@ start fails (no key, no network: bounded by ``init_timeout`` seconds) the run is
 ``wandb sync``, and the returned message says so. ``"disabled"`` does nothing. A logger failure (a broken install,
 a full disk) is returned as a message, never raised: the results table was written before the logger ran.
 
-What a run holds (:func:`log_run`): the job's config; the results table (``results``) and the leaderboard
-(``leaderboard``) as typed W&B tables (:func:`typed_table`: numbers stay numbers); the figures
+What a run holds (:func:`log_run`): the job's config; the results table (``results``; beyond W&B's table limit of
+10,000 rows, the per-cell means ``results_mean`` and ``results.parquet`` as a ``results`` artifact) and the
+leaderboard (``leaderboard``) as typed W&B tables (:func:`typed_table`: numbers stay numbers); the figures
 (``figures/<stem>``); and a flat scalar summary (:func:`job_summary`) that makes runs comparable in W&B's runs
 table. The run's id is deterministic (:func:`run_id_for`: the job folder and the config hash) and it is resumed
 (``resume="allow"``), so a rerun of a job replaces its run instead of adding one. Its group is the sweep's name
