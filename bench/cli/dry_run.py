@@ -67,6 +67,8 @@ def estimate(cfg: MainConfig) -> dict[str, Any]:
                 k = min(k, spec.stages)
             elif spec.stages:
                 k = len(spec.stages)
+            if spec.mode == "labels":
+                k = 1  # the permuted-label model
             stages[label] = k
             tests[f"randomization:{label}"] = randomization_passes(specs, spec.mode, k, run.seeds,
                                                                    spec.smooth_samples)
