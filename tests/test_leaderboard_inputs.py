@@ -11,7 +11,7 @@ import pytest
 
 from bench.cli import leaderboard as lb_cli
 from bench.reporting import leaderboard as lbm
-from bench.reporting import render
+from bench.reporting import render, sweep_files
 
 
 def _failed_job(sweep: Path, name: str, record: dict, overrides: tuple[str, ...] = ()) -> Path:
@@ -36,7 +36,7 @@ def test_failed_jobs_say_what_failed(make_sweep, tmp_path):
     (sweep / "7").mkdir()
     (sweep / "7" / "job.json").write_text("{not json")
 
-    failed = lbm.find_failed_jobs([sweep]).set_index("job")
+    failed = sweep_files.find_failed_jobs([sweep]).set_index("job")
     assert list(failed.index) == [str((sweep / n).resolve()) for n in "34567"]
     three = failed.loc[str((sweep / "3").resolve())]
     assert three.failures == [("gradient / mean_shift", "RuntimeError: boom"),
@@ -157,5 +157,5 @@ def test_a_folder_given_twice_or_nested_counts_once_and_a_results_file_can_be_gi
     expected = lbm.build_leaderboard(full_table())
     for folders in ([sweep, sweep], [sweep, sweep / "1"], [sweep / "0" / "results.parquet", sweep / "1"]):
         pd.testing.assert_frame_equal(lbm.load_leaderboard(folders).board, expected)
-    table, skipped = lbm.load_results([sweep])
+    table, skipped = sweep_files.load_results([sweep])
     assert not skipped and set(table["job"]) == {str((sweep / j).resolve()) for j in "01"}

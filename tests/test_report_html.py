@@ -18,7 +18,7 @@ import pytest
 
 from bench.core.results import write_table
 from bench.reporting import leaderboard as lbm
-from bench.reporting import render
+from bench.reporting import render, sweep_files
 
 
 def _png(seed: int, size: tuple[int, int] = (60, 40)) -> bytes:
@@ -229,7 +229,7 @@ document.body.insertAdjacentHTML('beforeend','<pre id=probe>'+out.join('|')+'</p
 
 
 def test_figures_are_found_in_figures_folders_only(report_sweep):
-    found = lbm.find_figures([report_sweep])
+    found = sweep_files.find_figures([report_sweep])
     assert all(p.parent.name == "figures" and "wandb" not in p.parts for p in found)
     assert len(found) == 5 and len({p.read_bytes() for p in found}) == 5
     counts = Counter(p.parent.parent.name for p in found)

@@ -1,12 +1,12 @@
 """The leaderboard: one row per (model, method), built from the long results table of one or more sweeps.
 
-:func:`load_leaderboard` reads every ``results.parquet`` under job or sweep folders (:func:`load_results`)
+:func:`load_leaderboard` reads every ``results.parquet`` under job or sweep folders
+(:func:`bench.reporting.sweep_files.load_results`)
 and builds the board (:func:`build_leaderboard`); the renderers (:mod:`bench.reporting.render`) write it as
 Markdown, CSV and self-contained HTML; ``salbench-leaderboard`` (:mod:`bench.cli.leaderboard`) does both. Beside the
-board: the jobs whose ``job.json`` says they failed, with what failed (:func:`find_failed_jobs`), the results files
-that could not be read (skipped on request, each with its reason), the models' facts from the jobs' records
-(:func:`summarize_models`) and the jobs' own figures (``<job>/figures/*.png``, never W&B's copies, each once:
-:func:`find_figures`, :func:`describe_figures`).
+board (all read by :mod:`bench.reporting.sweep_files`): the jobs whose ``job.json`` says they failed, with what
+failed, the results files that could not be read (skipped on request, each with its reason), the models' facts from
+the jobs' records and the jobs' own figures (``<job>/figures/*.png``, never W&B's copies, each once).
 
 Columns (the CSV's names; the CSV is also the baseline format of ``salbench-check``)
 ------------------------------------------------------------------------------------
@@ -90,29 +90,18 @@ from bench.reporting.sweep_files import (
     describe_figures,
     find_failed_jobs,
     find_figures,
-    job_failures,
     load_results,
     read_job_records,
     read_row_configs,
     summarize_models,
 )
 
-# the sweep-folder readers (bench.reporting.sweep_files) are re-exported: load_leaderboard is built on them
 __all__ = [
     "build_leaderboard",
-    "describe_figures",
-    "Figure",
-    "job_failures",
-    "load_results",
-    "read_job_records",
-    "read_row_configs",
-    "summarize_models",
     "bootstraps",
     "compare_methods",
     "rank_intervals",
     "sort_leaderboard",
-    "find_failed_jobs",
-    "find_figures",
     "load_leaderboard",
     "Leaderboard",
     "DEFAULT_METRIC",
@@ -346,9 +335,9 @@ def sort_leaderboard(board: pd.DataFrame, by: str = "passed") -> pd.DataFrame:
 
 @dataclass
 class Leaderboard:
-    """A leaderboard with what its renderers show beside it: the jobs that failed (:func:`find_failed_jobs`), the
-    results files that could not be read (``skipped``: ``(path, reason)``), the models' facts
-    (:func:`summarize_models`), the jobs' figures (:class:`Figure`, or plain PNG paths) and the folders read."""
+    """A leaderboard with what its renderers show beside it, read by :mod:`bench.reporting.sweep_files`: the jobs
+    that failed, the results files that could not be read (``skipped``: ``(path, reason)``), the models' facts, the
+    jobs' figures (:class:`~bench.reporting.sweep_files.Figure`, or plain PNG paths) and the folders read."""
 
     board: pd.DataFrame
     failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAILED_COLUMNS))

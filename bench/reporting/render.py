@@ -401,7 +401,7 @@ def to_html(lb: Leaderboard | pd.DataFrame, *, title: str = "saliency-bench lead
 
     - a header with what produced it (``meta``, default :func:`report_metadata`: generation time, package
       version, git commit) and the source folders; a table of the models (data, test and train accuracy, samples,
-      seeds, jobs: :func:`bench.reporting.leaderboard.summarize_models`);
+      seeds, jobs: :func:`bench.reporting.sweep_files.summarize_models`);
     - the legend, then one table per model; every table sorts by a click on a column header (numbers by their
       leading value, text alphabetically, empty cells last);
     - the results files skipped as unreadable, the failed jobs with what failed;

@@ -56,7 +56,7 @@ class SweepInfo:
 
     ``group``: the W&B group of the sweep's runs; ``project`` / ``entity``: where they were logged (``entity``
     ``None``: the W&B default entity, resolved only when the report is saved); ``jobs``: the job folders (those with a
-    ``job.json`` or a ``results.parquet``); ``failed``: :func:`~bench.reporting.leaderboard.find_failed_jobs`;
+    ``job.json`` or a ``results.parquet``); ``failed``: :func:`~bench.reporting.sweep_files.find_failed_jobs`;
     ``board``: the sweep's leaderboard (``None`` without results, ``note`` says why); ``figure_keys``: the W&B keys
     of the figures the jobs logged (``figures/<stem>``)."""
 
