@@ -186,9 +186,12 @@ class SmoothGrad(BaseExplainer):
         noise_scale: which range: ``"data"`` (default, as the paper: ``max(x_i) - min(x_i)`` of
             each sample) or ``"domain"`` (``high - low``). Both are invariant under a constant
             input shift; ``"domain"`` also under any shift that keeps the domain's width.
-        sigma: an absolute noise std; overrides ``noise_level``/``noise_scale`` when given (the
-            input-invariance harness gives both twins the same ``sigma``, so that a non-constant
-            shift does not change the noise).
+        sigma: an absolute noise std; overrides ``noise_level``/``noise_scale`` when given. A number,
+            or a tensor broadcastable to one input (``C x H x W``; the same for every sample) for a
+            per-element std: the noise of element ``j`` is ``sigma[j]`` times the same standard-normal
+            draw. The input-invariance harness gives the twin of a transform ``x' = s x + m`` the
+            reference's ``sigma`` times ``s``, so that the twin's noisy inputs are exactly the
+            reference's pushed through the transform.
         squared: average ``base(...) ** 2`` (SmoothGrad-Squared) instead.
         seed: seeds the noise at every call (CPU generator; same noise on every device).
         chunk: noisy rows handed to the base method per call (bounds memory).
@@ -206,7 +209,7 @@ class SmoothGrad(BaseExplainer):
         n: int = 50,
         noise_level: float = 0.15,
         noise_scale: str = "data",
-        sigma: float | None = None,
+        sigma: float | Tensor | None = None,
         squared: bool = False,
         seed: int = 0,
         chunk: int = 256,
@@ -243,9 +246,11 @@ class SmoothGrad(BaseExplainer):
         self.n = int(n)
         self.noise_level = float(noise_level)
         self.noise_scale = noise_scale
-        self.fixed_sigma = None if sigma is None else float(sigma)
-        if self.fixed_sigma is not None and self.fixed_sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.fixed_sigma: float | Tensor | None = (
+            None if sigma is None else sigma.detach() if isinstance(sigma, Tensor) else float(sigma)
+        )
+        if self.fixed_sigma is not None and not bool(torch.as_tensor(self.fixed_sigma).ge(0).all()):
+            raise ValueError(f"sigma must be >= 0 everywhere (and not NaN), got {sigma}")
         self.squared = bool(squared)
         self.seed = int(seed)
         self.chunk = max(1, int(chunk))
@@ -262,7 +267,19 @@ class SmoothGrad(BaseExplainer):
         return self
 
     def sigma(self, x: Tensor) -> Tensor:
-        """Noise std broadcastable to ``x``: ``[B, 1, ...]`` (``"data"``) or 0-d (``"domain"``, ``sigma``)."""
+        """Noise std broadcastable to ``x``: ``[B, 1, ...]`` (``"data"``), 0-d (``"domain"``, a number ``sigma``)
+        or ``sigma``'s shape (a tensor ``sigma``). Raises ``ValueError`` for a tensor ``sigma`` that does not
+        broadcast to one input of ``x``."""
+        if isinstance(self.fixed_sigma, Tensor):
+            shape = tuple(x.shape[1:])
+            try:
+                fits = torch.broadcast_shapes(self.fixed_sigma.shape, shape) == shape
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(f"sigma of shape {tuple(self.fixed_sigma.shape)} does not broadcast to one input "
+                                 f"{shape}")
+            return self.fixed_sigma.to(dtype=x.dtype, device=x.device)
         if self.fixed_sigma is not None:
             return torch.tensor(self.fixed_sigma, dtype=x.dtype, device=x.device)
         if self.noise_scale == "domain":

@@ -76,18 +76,23 @@ def row_config(config: MainConfig, experiment: str, method: str, condition: str)
     """Everything that determines the scores of the rows of one (experiment, method, condition), flattened
     (``train.lr``, ``method.params.n``, ``condition.mode`` ...): model, data, training recipe, samples and seed,
     the method's entry (``method.*``) and the shift's or randomization's entry (``condition.*``), and the
-    invariance settings for invariance rows. Its hash is the rows' ``config_hash``: rows pool only when it is
-    equal (:mod:`bench.reporting.leaderboard`)."""
+    invariance settings for invariance rows (without ``invariance.noise_level`` where the method sets its own
+    SmoothGrad noise: :func:`bench.experiments.invariance.sets_own_noise`). Its hash is the rows' ``config_hash``:
+    rows pool only when it is equal (:mod:`bench.reporting.leaderboard`)."""
     d = as_dict(config)
     keep = {"data.root"} if d["data"]["name"] in _FOLDER_DATA else set()  # the folder is the data set
     flat = {k: v for k, v in _flat({g: d[g] for g in ("model", "data", "train", "run")}).items()
             if k not in _NOT_RESULTS or k in keep}
+    entry = dict(d["method"].get(method) or {})
     if experiment == "input_invariance":
-        flat.update({k: v for k, v in _flat({"invariance": d["invariance"]}).items() if k not in _NOT_RESULTS})
+        from bench.experiments.invariance import sets_own_noise
+
+        unused = {"invariance.noise_level"} if sets_own_noise(entry.get("params") or {}) else set()
+        flat.update({k: v for k, v in _flat({"invariance": d["invariance"]}).items()
+                     if k not in _NOT_RESULTS and k not in unused})
         flat.update(_flat({"condition": d["transform"].get(condition, {})}))
     else:
         flat.update(_flat({"condition": d["randomization"].get(condition, {})}))
-    entry = dict(d["method"].get(method) or {})
     entry.pop("label", None)
     flat.update(_flat({"method": entry}))
     return flat

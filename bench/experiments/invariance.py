@@ -7,10 +7,14 @@ premise is proven on the evaluated batch, every method's map on ``(f1, x)`` is c
 the twin's domain is ``(low + min m, high + max m)`` (IG's black baseline; the hull of the moved domain), methods
 that take per-element bounds (DTD's zB, ``bounds="pixel"``) get them moved per element (``low + m``, ``high + m``:
 zB is then exactly invariant under every shift), and the methods
-that need data are fit on the training images (``x + m`` for the twin). SmoothGrad's noise scale is a
-setting of the method, not a property of the data: both networks get the same ``sigma``
-(``noise_level`` times the width of the unshifted domain), so that a non-constant shift does not change
-the noise.
+that need data are fit on the training images (``x + m`` for the twin). SmoothGrad's noise is a setting of the
+method, not a property of the data: the reference network gets the absolute std ``sigma`` (the spec's own ``sigma``;
+else its ``noise_level``, else ``invariance.noise_level``, times the width of the unshifted domain) and the twin gets
+``s * sigma`` (per element), the same standard-normal draws (same seed, same shapes). The twin's noisy inputs are then
+exactly the reference's pushed through the transform (``s (x + sigma e) + m``), so SmoothGrad is invariant exactly when
+its base method is; under a pure shift (``s = 1``) both get the same ``sigma``, and a non-constant shift does not
+change the noise. A spec that sets ``noise_scale`` keeps its own relative rule in each network (``"data"``: each
+sample's range; ``"domain"``: the width of the domain that network is given), and the test measures that rule.
 
 Scores per sample (rows of the long table, ``condition`` = the shift's label): the scores of the run
 (:func:`bench.core.scoring.score_maps`) and always ``max_rel_diff`` = ``max|A1 - A2| / max|A1|``. The verdicts are
@@ -32,6 +36,7 @@ layer every input element is its own feature and the patterns are exactly invari
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import traceback
 from collections.abc import Mapping, Sequence
@@ -43,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.core.data import Dataset
-from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, predict
+from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, names_keyword, predict
 from bench.core.results import score_table
 from bench.core.scores import EXACTNESS_SCORE, SIGN_SCORE
 from bench.core.scoring import MapBatch, score_maps
@@ -51,7 +56,7 @@ from bench.core.settings import RunSettings, ScoreSettings, check_run
 from bench.twins.build import Affine, affine_twin, check_twin
 from bench.twins.ties import stable_ties
 
-__all__ = ["input_invariance", "InvarianceResult", "InvarianceSettings", "EXPERIMENT"]
+__all__ = ["input_invariance", "InvarianceResult", "InvarianceSettings", "EXPERIMENT", "OWN_NOISE", "sets_own_noise"]
 
 EXPERIMENT = "input_invariance"
 log = logging.getLogger(__name__)
@@ -64,7 +69,9 @@ class InvarianceSettings:
     ``float64``: run copies of the model and the data in double precision (float32 breaks max-pool near-ties);
     ``tie_break``: the max-pools of both networks break rounding-noise ties alike (:mod:`bench.twins.ties`);
     ``premise_rtol``: tolerance of the twin logits (default 1e-10 in float64, 1e-4 in float32); ``noise_level``:
-    SmoothGrad's shared noise std as a fraction of the unshifted domain's width; ``ssim_threshold`` /
+    SmoothGrad's noise std as a fraction of the unshifted domain's width, for the specs that set none of their own
+    (a spec's own ``sigma``, or ``noise_level`` times that width, comes first; a spec with ``noise_scale`` keeps its
+    own rule), scaled by ``s`` for the twin of a transform ``s x + m``; ``ssim_threshold`` /
     ``tolerance``: the verdict thresholds of the leaderboard (``None``: the score registry's defaults).
     """
 
@@ -91,9 +98,35 @@ class InvarianceResult:
     tracebacks: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
-def _noise(spec: MethodSpec, sigma: float) -> dict:
-    """SmoothGrad's shared noise std, unless the spec chose its own noise scale."""
-    return {} if {"noise_scale", "sigma"} & set(spec.params) else {"sigma": sigma}
+#: the SmoothGrad parameters by which a method spec sets its own noise (``invariance.noise_level`` then unused)
+OWN_NOISE = ("sigma", "noise_level", "noise_scale")
+
+
+def sets_own_noise(params: Mapping) -> bool:
+    """Whether a method's ``params`` set its own SmoothGrad noise (one of :data:`OWN_NOISE`, not ``None``): then
+    ``invariance.noise_level`` does not enter its scores, nor its rows' config hash (:func:`bench.cli.job.row_config`).
+    """
+    return any(params.get(key) is not None for key in OWN_NOISE)
+
+
+def _noise(spec: MethodSpec, level: float, width: float, scale: Tensor | None = None) -> MethodSpec:
+    """``spec`` with SmoothGrad's absolute noise std ``sigma`` set for one network (unchanged for a method without a
+    ``sigma`` parameter, or a spec that sets ``noise_scale``: its own relative rule).
+
+    The reference std is the spec's ``sigma``, else its ``noise_level`` times ``width`` (the unshifted domain's), else
+    ``level * width`` (``invariance.noise_level``). ``scale``: the twin's transform scale ``s`` (one input's shape); the
+    twin's std is ``s * sigma`` (a tensor), unless ``s`` is 1 everywhere (a pure shift: the same number as the
+    reference's)."""
+    params = spec.params
+    if params.get("noise_scale") is not None or not names_keyword(spec.factory(), "sigma"):
+        return spec
+    sigma = params.get("sigma")
+    if sigma is None:
+        own = params.get("noise_level")
+        sigma = float(level if own is None else own) * width
+    if scale is not None and not bool((scale == 1).all()):
+        sigma = sigma * scale
+    return dataclasses.replace(spec, params={**params, "sigma": sigma})
 
 
 def input_invariance(
@@ -144,7 +177,6 @@ def input_invariance(
     x_fit = data.x_train[: run.fit_samples].to(device=run.device, dtype=dtype)
     y_fit = data.y_train[: run.fit_samples].to(run.device)
     low, high = data.domain
-    sigma = settings.noise_level * (high - low)
 
     entries: list[tuple[dict, dict[str, Tensor]]] = []
     result = InvarianceResult(table=pd.DataFrame())
@@ -168,11 +200,11 @@ def input_invariance(
             bar.set_postfix(shift=shift_label, method=spec.label)
             try:
                 if spec.label not in maps1:
-                    e1 = make_explainer(spec, f1, domain=(low, high), pixel_domain=pixel1,
-                                        fit_data=fit_loader(x_fit, y_fit), extra=_noise(spec, sigma))
+                    e1 = make_explainer(_noise(spec, settings.noise_level, high - low), f1, domain=(low, high),
+                                        pixel_domain=pixel1, fit_data=fit_loader(x_fit, y_fit))
                     maps1[spec.label] = MapBatch(explain_all(e1, x, target, bs), spatial_dims=dims)
-                e2 = make_explainer(spec, f2, domain=domain2, pixel_domain=pixel2,
-                                    fit_data=fit_loader(t.apply(x_fit), y_fit), extra=_noise(spec, sigma))
+                e2 = make_explainer(_noise(spec, settings.noise_level, high - low, t.scale), f2, domain=domain2,
+                                    pixel_domain=pixel2, fit_data=fit_loader(t.apply(x_fit), y_fit))
                 a2 = explain_all(e2, x2, target, bs)
                 scores = score_maps(maps1[spec.label], a2, names, spatial_dims=dims)
             except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
