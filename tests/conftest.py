@@ -124,13 +124,17 @@ def _inv_rows(model: str, method: str, shift: str, ssim: list[float], rel: list[
 
 def _rand_rows(model: str, method: str, mode: str, stages: dict[str, list[float]], dataset: str = "mnist"):
     """Stage rows with the given ``ssim`` scores (each list repeated 4 times: 8 samples, the same mean) and
-    ``spearman_abs`` = half of them, after the controls every run writes: a perfect repeat and an input-only null
-    that resembles nothing."""
-    from bench.core.results import CONTROL_INPUT, CONTROL_REPEAT, concat, score_rows
+    ``spearman_abs`` = half of them, after the controls every run writes: a perfect repeat, an input-only null and
+    another sample's map that resemble nothing, and the reference (the model's own gradient: 0.3 at every stage, so
+    that a map passes where its lower bound of ``(1 - s) / 0.7`` reaches 0.7, i.e. ``s`` about 0.5 or less)."""
+    from bench.core.results import CONTROL_GRADIENT, CONTROL_INPUT, CONTROL_OTHER, CONTROL_REPEAT, concat, score_rows
 
-    layers = {CONTROL_REPEAT: [1.0, 1.0], CONTROL_INPUT: [0.0, 0.0], **stages}
+    controls = {CONTROL_REPEAT: [1.0, 1.0], CONTROL_INPUT: [0.0, 0.0], CONTROL_OTHER: [0.0, 0.0]}
+    reference = {f"{CONTROL_GRADIENT}/{k}": v for k, v in
+                 {CONTROL_REPEAT: [1.0, 1.0], CONTROL_OTHER: [0.0, 0.0], **{st: [0.3, 0.3] for st in stages}}.items()}
+    layers = {**controls, **reference, **stages}
     return concat(score_rows({"ssim": torch.tensor(v * 4), "spearman_abs": torch.tensor(v * 4) / 2}, experiment=RAND,
-                             model=model, dataset=dataset, method=method, condition=mode, layer=layer)
+                             model=model, dataset=dataset, method=method, condition=mode, mode=mode, layer=layer)
                   for layer, v in layers.items())
 
 

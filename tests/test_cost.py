@@ -21,9 +21,11 @@ def test_passes_per_map_follow_the_method_parameters(spec, passes):
 def test_passes_per_sample_of_each_test():
     specs = [MethodSpec("g", "gradient"), MethodSpec("sg", "smoothgrad", params={"n": 4})]
     assert invariance_passes(specs, 3) == {"g": 4, "sg": 16}
-    assert randomization_passes(specs, "cascading", 5, seeds=2) == {"g": 12, "sg": 48}
-    assert randomization_passes(specs, "labels", 5, seeds=2) == {"g": 4, "sg": 16}
-    assert randomization_passes(specs, "bottom_up", 5, smooth_samples=10) == {"g": 70, "sg": 280}
+    # the reference gradient (control:gradient) costs one pass per map, like Gradient
+    assert randomization_passes(specs, "cascading", 5, seeds=2) == {"g": 12, "sg": 48, "control:gradient": 12}
+    assert randomization_passes(specs, "labels", 5, seeds=2) == {"g": 4, "sg": 16, "control:gradient": 4}
+    assert randomization_passes(specs, "bottom_up", 5, smooth_samples=10) == {"g": 70, "sg": 280,
+                                                                              "control:gradient": 70}
 
 
 def test_the_dry_run_predicts_the_maps_a_job_computes(tmp_path, monkeypatch):

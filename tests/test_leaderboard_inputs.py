@@ -81,9 +81,9 @@ def test_a_damaged_results_file_is_skipped_and_listed(make_sweep, tmp_path, inva
     assert [(p.parent.name, r.split(" (")[0]) for p, r in lb.skipped] == [
         ("1", f"{sweep.resolve() / '1' / 'results.parquet'} is not a readable results table"),
         ("2", f"{sweep.resolve() / '2' / 'results.parquet'} lacks the results columns ['experiment', 'dataset', "
-              "'method', 'condition', 'layer', 'metric', 'sample', 'seed', 'config_hash']; the contract is "
-              "['experiment', 'model', 'dataset', 'method', 'condition', 'layer', 'metric', 'sample', 'score', "
-              "'seed', 'config_hash']")]
+              "'method', 'condition', 'mode', 'layer', 'metric', 'sample', 'seed', 'config_hash']; the contract is "
+              "['experiment', 'model', 'dataset', 'method', 'condition', 'mode', 'layer', 'metric', 'sample', "
+              "'score', 'seed', 'config_hash']")]
     assert sum("skipped an unreadable results file" in r.message for r in caplog.records) == 2
 
     md = render.to_markdown(lb)

@@ -77,3 +77,49 @@ def test_what_changes_no_score_does_not_split(tmp_path):
     for key, value in (("run.device", "cuda"), ("run.batch_size", 7), ("train.cache_dir", "/elsewhere"),
                        ("run.progress", False), ("invariance.ssim_threshold", 0.5)):
         assert row_config(_config(**{key: value}), "model_randomization", "smoothgrad", "cascading") == base, key
+
+
+# -- every setting that changes a score is in the rows' hash ------------------------------------------------------
+
+
+def _changed(value):
+    """Another value of the same kind (the test only needs it to differ)."""
+    from enum import Enum
+
+    if isinstance(value, Enum):
+        return next(v for v in type(value) if v != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "_other"
+    if isinstance(value, list):
+        return [*value, "entropy_rise"]
+    return 3  # None (stages, epochs, lr, premise_rtol)
+
+
+def _hash(cfg: MainConfig, experiment: str, condition: str) -> str:
+    return config_hash(row_config(cfg, experiment, "smoothgrad", condition))
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(RandomizationSpec)])
+def test_every_randomization_setting_is_in_the_rows_hash(name):
+    base = _config()
+    other = _config()
+    setattr(other.randomization["cascading"], name, _changed(getattr(base.randomization["cascading"], name)))
+    assert _hash(other, "model_randomization", "cascading") != _hash(base, "model_randomization", "cascading"), name
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(MainConfig().invariance)])
+def test_every_invariance_setting_that_changes_a_score_is_in_the_invariance_rows_hash(name):
+    from bench.twins.shifts import ShiftSpec
+
+    base, other = _config(), _config()
+    for cfg in (base, other):
+        cfg.method["smoothgrad"].params.pop("noise_level", None)  # the run's noise level then applies
+        cfg.transform = {"mean_shift": ShiftSpec()}
+    setattr(other.invariance, name, _changed(getattr(base.invariance, name)))
+    changed = _hash(other, "input_invariance", "mean_shift") != _hash(base, "input_invariance", "mean_shift")
+    # the verdict thresholds change no score: they are read when the verdicts are drawn, not hashed
+    assert changed == (name not in ("ssim_threshold", "tolerance")), name

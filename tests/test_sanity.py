@@ -16,7 +16,16 @@ import bench.experiments.model_randomization as S
 import methods.pattern
 from bench.core.explain import MethodSpec
 from bench.core.models import create_model
-from bench.core.results import COLUMNS, CONTROL_EDGES, CONTROL_INPUT, CONTROL_REPEAT, CONTROL_RETRAINED, is_control
+from bench.core.results import (
+    COLUMNS,
+    CONTROL_EDGES,
+    CONTROL_GRADIENT,
+    CONTROL_INPUT,
+    CONTROL_OTHER,
+    CONTROL_REPEAT,
+    CONTROL_RETRAINED,
+    is_control,
+)
 from bench.core.settings import RunSettings, ScoreSettings
 from bench.experiments.label_randomization import train_on_permuted_labels
 from bench.experiments.model_randomization import RandomizationSpec, model_randomization
@@ -71,9 +80,19 @@ def test_table_follows_contract(toy, mode, stages):
     assert list(res.table.columns) == COLUMNS
     controls = res.table[res.table.layer.map(is_control)]
     t = res.table[~res.table.layer.map(is_control)]
-    assert set(controls.layer) == {CONTROL_REPEAT, CONTROL_INPUT, CONTROL_EDGES}  # scored like the stages
-    assert len(controls) == len(FAST_METHODS) * 3 * len(metrics) * 6
-    assert set(controls.condition) == {mode}
+    own = {CONTROL_REPEAT, CONTROL_INPUT, CONTROL_EDGES, CONTROL_OTHER}
+    # the reference (the model's own gradient) with its controls and stages, copied into every method's rows
+    reference = {f"{CONTROL_GRADIENT}/{layer}" for layer in [*own, *stages]}
+    assert set(controls.layer) == own | reference  # scored like the stages
+    assert len(controls[controls.layer.isin(own)]) == len(FAST_METHODS) * 4 * len(metrics) * 6
+    for method in FAST_METHODS:  # the same reference rows for every method
+        ref = controls[(controls.method == method) & controls.layer.isin(reference)].sort_values(["layer", "metric",
+                                                                                                    "sample"])
+        same = controls[(controls.method == "gradient") & controls.layer.isin(reference)].sort_values(
+            ["layer", "metric", "sample"])
+        assert len(ref) == len(reference) * len(metrics) * 6
+        assert np.allclose(ref.score.to_numpy(), same.score.to_numpy(), equal_nan=True)
+    assert set(controls.condition) == {mode} and set(res.table["mode"]) == {mode}
     assert res.errors == {}
     assert res.stages == stages
     assert list(dict.fromkeys(t.layer)) == stages
@@ -126,11 +145,13 @@ def test_methods_run_stage_by_stage_and_trained_model_untouched(toy, monkeypatch
                               scoring=ScoreSettings(names=("spearman",)))
 
     assert len(randomized_calls) == 1 and randomized_calls[0][0] is model and randomized_calls[0][1] == "cascading"
-    labels = list(FAST_METHODS)
+    labels = [*FAST_METHODS, CONTROL_GRADIENT]  # the methods, then the reference (the model's own gradient)
     # the reference maps, the repeatability control, then stage by stage
     assert [c[0] for c in calls] == labels * (2 + len(res.stages))
     groups = [calls[i : i + len(labels)] for i in range(0, len(calls), len(labels))]
-    assert all(c[1] == id(model) for g in groups[:2] for c in g)  # reference and repeat: the trained model
+    assert all(c[1] == id(model) for c in groups[0])  # the reference maps: the trained model
+    # the repeatability control: a copy of the trained model (another object, the same weights)
+    assert all(c[1] != id(model) and c[2] == groups[0][0][2] for c in groups[1])
     for g in groups:  # one model (same weights) per group
         assert len({(c[1], c[2]) for c in g}) == 1
     assert len({g[0][2] for g in groups[1:]}) == len(groups) - 1  # every stage has other weights

@@ -9,10 +9,11 @@ A *pass* is one forward and one backward pass of one sample through the model (w
 * input invariance: ``1 + S`` maps per method for ``S`` shifts (the original network's map is computed once);
 * model randomization: ``2 + K x seeds`` maps per method for ``K`` stages (the trained model's reference map and the
   repeatability control, then each stage of each re-initialization seed); the label test: ``3`` (reference,
-  repeat, the permuted-label model) plus ``1`` for the retrained control's row.
+  repeat, the permuted-label model) plus ``1`` for the retrained control's row; the reference (the model's own
+  gradient, ``control:gradient``: one pass per map) is counted like one more method.
 
 PatternNet/PatternAttribution add a fit over ``run.fit_samples`` training samples per network (forward passes);
-the input-only controls cost nothing.
+the input-only controls and the other-sample floor (``control:other``, the reference maps paired anew) cost nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Mapping, Sequence
 
 __all__ = ["passes_per_map", "invariance_passes", "randomization_passes", "total", "MULTIPLIERS"]
 
+#: the randomization tests' reference (:data:`bench.core.results.CONTROL_GRADIENT`): one gradient pass per map
+REFERENCE = "control:gradient"
 #: constructor parameters that multiply a method's passes (SmoothGrad's ``n``, Integrated Gradients' ``steps``)
 MULTIPLIERS = ("n", "steps")
 
@@ -51,10 +54,14 @@ def invariance_passes(specs: Sequence, n_shifts: int) -> dict[str, int]:
 def randomization_passes(specs: Sequence, mode: str, n_stages: int, seeds: int = 1, smooth_samples: int = 0
                          ) -> dict[str, int]:
     """``{method label: passes per sample}`` of one randomization test (``mode``) with ``n_stages`` stages and
-    ``seeds`` re-initialization seeds (the label test has one stage and one seed)."""
+    ``seeds`` re-initialization seeds (the label test has one stage and one seed), with the reference gradient as
+    ``control:gradient``."""
     maps = 4 if mode == "labels" else 2 + n_stages * seeds
     smooth = max(1, int(smooth_samples))
-    return {s.label: passes_per_map(s) * maps * smooth for s in specs}
+    out = {s.label: passes_per_map(s) * maps * smooth for s in specs}
+    if out:
+        out[REFERENCE] = maps * smooth
+    return out
 
 
 def total(per_sample: Mapping[str, int], n_samples: int) -> int:

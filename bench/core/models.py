@@ -79,6 +79,61 @@ def small_cnn(
     )
 
 
+@register_model("vgg_cnn")
+def vgg_cnn(input_shape: tuple[int, ...], num_classes: int, convs: int = 6, width: int = 16,
+            hidden: int = 128) -> nn.Module:
+    """A VGG-style network for images ``C x H x W``: ``convs`` zero-padded 3x3 convolutions (ReLU) in stages of
+    two, the channels doubling per stage from ``width`` (``16-16-pool-32-32-pool-64-64-pool`` for 6), a 2x2
+    max-pool after each stage, then ``dense hidden (ReLU) -> num_classes``. Raises ``ValueError`` when the
+    input is too small for the pools (each halves the side)."""
+    if convs < 1:
+        raise ValueError(f"vgg_cnn: convs={convs} is out of range; accepted: >= 1")
+    c, h, w = input_shape
+    layers: list[nn.Module] = []
+    for i in range(convs):
+        out = width * 2 ** (i // 2)
+        layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU()]
+        c = out
+        if i % 2 == 1 or i == convs - 1:
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+    if min(h, w) < 1:
+        raise ValueError(f"vgg_cnn: convs={convs} pools an input of {tuple(input_shape)} below one pixel")
+    layers += [nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """A residual block: ``relu(x' + bn(conv(relu(bn(conv(x))))))``, ``x'`` the input or its 1x1 projection when
+    the channels change. Every ReLU is its own module (the propagation methods hook modules)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(y + self.skip(x))
+
+
+@register_model("small_resnet")
+def small_resnet(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.Module:
+    """A small residual network: a 3x3 stem (BatchNorm, ReLU), a :class:`BasicBlock` of ``width`` channels, 2x2
+    max-pool, a block to ``2 * width`` channels (1x1 projection on the skip), 2x2 max-pool, global average pool,
+    one dense layer to ``num_classes``."""
+    c = input_shape[0]
+    return nn.Sequential(
+        nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        BasicBlock(width, width), nn.MaxPool2d(2),
+        BasicBlock(width, 2 * width), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes),
+    )
+
+
 @register_model("tabular_mlp")
 def tabular_mlp(input_shape: tuple[int, ...], num_classes: int, hidden: int = 64, depth: int = 2) -> nn.Module:
     """A small MLP for tables: ``prod(input_shape) -> depth x hidden (ReLU) -> num_classes``."""

@@ -1,9 +1,13 @@
 """The long results table: the contract that every view (leaderboard, figures, W&B, checks) reads.
 
-One row per score: ``experiment, model, dataset, method, condition, layer, metric, sample, score, seed,
-config_hash``. ``condition`` names the shift (input invariance) or the randomization mode; ``layer`` is
+One row per score: ``experiment, model, dataset, method, condition, mode, layer, metric, sample, score, seed,
+config_hash``. ``condition`` is the test's name as configured (the shift's or the randomization's config entry: any
+name); ``mode`` is what the test did, recorded by the experiment and read by the verdicts (never the name): the
+randomization mode (``cascading``, ``bottom_up``, ``independent``, ``labels``, with ``+smooth`` for the smooth MPRT;
+the efficient MPRT is ``bottom_up`` scored with ``entropy_rise``), ``"-"`` for input invariance; ``layer`` is
 the randomization stage (``"-"`` where there is none), or one of the controls of a randomization run
-(``control:repeat``, ``control:input``, ``control:edges``, ``control:retrained``; :func:`is_control`). ``metric``
+(``control:repeat``, ``control:input``, ``control:edges``, ``control:other``, ``control:retrained``, and the
+reference ``control:gradient/<layer>``; :func:`is_control`). ``metric``
 names a registered score (:mod:`bench.core.scores`), which fixes the post-processing that produced it. Written as
 Parquet (temporary file, then rename) beside the job's config; a sweep folder is read back by globbing
 ``**/results.parquet``.
@@ -24,11 +28,12 @@ import pandas as pd
 from bench._io import atomic_write
 
 __all__ = ["COLUMNS", "RESULTS_FILE", "CONTROL_PREFIX", "CONTROL_REPEAT", "CONTROL_INPUT", "CONTROL_EDGES",
-           "CONTROL_RETRAINED", "is_control", "score_rows", "score_table", "concat", "write_table", "read_table",
+           "CONTROL_RETRAINED", "CONTROL_OTHER", "CONTROL_GRADIENT",
+           "is_control", "score_rows", "score_table", "concat", "write_table", "read_table",
            "read_tables", "config_hash"]
 
-COLUMNS = ["experiment", "model", "dataset", "method", "condition", "layer", "metric", "sample", "score", "seed",
-           "config_hash"]
+COLUMNS = ["experiment", "model", "dataset", "method", "condition", "mode", "layer", "metric", "sample", "score",
+           "seed", "config_hash"]
 RESULTS_FILE = "results.parquet"
 
 #: ``layer`` values of the control rows of a randomization run (``condition`` = the run's mode); every control is
@@ -38,6 +43,13 @@ CONTROL_REPEAT = "control:repeat"  # a second map of the unchanged trained model
 CONTROL_INPUT = "control:input"  # the input itself as a map: depends on nothing learned
 CONTROL_EDGES = "control:edges"  # the Sobel edge magnitude of the input: depends on nothing learned
 CONTROL_RETRAINED = "control:retrained"  # the label test's control: true labels, the permuted model's recipe
+#: the reference map of another sample (the next one of the batch): how similar two maps of this method and model are
+#: when they explain different inputs, the floor of "unrelated"
+CONTROL_OTHER = "control:other"
+#: ``control:gradient/<layer>``: the model's own input gradient at that stage or control (``<layer>`` a stage name or
+#: one of the controls above), scored exactly like the method's rows: the reference of the randomization verdict (how
+#: much the model itself changed). Copied into every method's rows, so that each method's rows are self-contained
+CONTROL_GRADIENT = "control:gradient"
 
 
 def is_control(layer: str) -> bool:
@@ -46,7 +58,9 @@ def is_control(layer: str) -> bool:
 _DTYPES = {"sample": "int64", "score": "float64", "seed": "int64"}
 
 
-_DEFAULTS = {"layer": "-", "seed": 0, "config_hash": ""}
+_DEFAULTS = {"mode": "-", "layer": "-", "seed": 0, "config_hash": ""}
+#: the randomization modes a table written before the ``mode`` column existed can name in ``condition``
+_LEGACY_MODES = ("cascading", "bottom_up", "independent", "labels")
 
 
 def _numpy(values: Any) -> np.ndarray:
@@ -60,8 +74,9 @@ def score_table(
     entries: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]], *, sample_offset: int = 0, **const: Any
 ) -> pd.DataFrame:
     """One frame for many entries ``(columns, {metric: Tensor[B] or array})``: ``columns`` (per entry) and ``const``
-    (for all) give the contract's other columns (``layer`` defaults to ``"-"``, ``seed`` to 0, ``config_hash`` to
-    ``""``); one row per metric and sample, NaN kept. Built column-wise, with the contract's types."""
+    (for all) give the contract's other columns (``mode`` and ``layer`` default to ``"-"``, ``seed`` to 0,
+    ``config_hash`` to ``""``); one row per metric and sample, NaN kept. Built column-wise, with the contract's
+    types."""
     cols: dict[str, list] = {c: [] for c in COLUMNS}
     for keys, scores in entries:
         fixed = {**_DEFAULTS, **const, **keys}
@@ -114,16 +129,30 @@ def write_table(df: pd.DataFrame, folder: str | os.PathLike, name: str = RESULTS
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """One results file, with the contract's columns and types. Raises ``ValueError`` naming the file when it cannot
-    be read as Parquet or lacks columns of the contract."""
+    """One results file, with the contract's columns and types (a file written before the ``mode`` column existed
+    gets it from ``condition`` where that names a mode). Raises ``ValueError`` naming the file when it cannot be read
+    as Parquet or lacks columns of the contract."""
     try:
         df = pd.read_parquet(path)
     except Exception as err:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
         raise ValueError(f"{path} is not a readable results table ({type(err).__name__}: {err})") from err
+    if "mode" not in df.columns and "condition" in df.columns:
+        df["mode"] = _legacy_mode(df)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path} lacks the results columns {missing}; the contract is {COLUMNS}")
     return _typed(df[COLUMNS])
+
+
+def _legacy_mode(df: pd.DataFrame) -> list[str]:
+    """The ``mode`` of a table written before the column existed: its randomization rows named the mode in
+    ``condition`` (``cascading``, ``cascading+smooth`` ...); any other name, and every invariance row, gets ``"-"``
+    (a verdict of such rows says it cannot tell the mode)."""
+    out = []
+    for experiment, condition in zip(df.get("experiment", ["-"] * len(df)), df["condition"], strict=True):
+        base = str(condition).split("+")[0]
+        out.append(str(condition) if experiment == "model_randomization" and base in _LEGACY_MODES else "-")
+    return out
 
 
 def read_tables(folders: Iterable[str | os.PathLike]) -> pd.DataFrame:

@@ -3,8 +3,10 @@
 Each :class:`Score` carries what every part of the harness needs to know about it: how to compute it, the
 post-processing of the maps it sees (``normalization``, named below), its direction (``higher_is_similar``) and
 its default verdict thresholds: ``invariant_at`` (the maps count as the same: the input-invariance test) and
-``min_drop`` (how far below the method's own repeatability a randomized map's similarity must fall to count as
-changed: the randomization verdicts of :mod:`bench.reporting.aggregate`). The leaderboard, ``check_method`` and
+``min_drop``, the bar of the randomization verdicts (:mod:`bench.reporting.aggregate`): for a similarity, the share
+of the model's own change (its input gradient's, measured in the same run) that a randomized map's change must reach
+(0.7, calibrated on a family of models: ``benchmarks/calibration.md``); for a distance, the rise above the repeat
+control in the score's units. The leaderboard, ``check_method`` and
 the experiments read directions and thresholds from here; adding a score is one :func:`register_score` call, and
 it is then computed by every experiment that lists its name.
 
@@ -74,8 +76,8 @@ class Score:
     ``B x C x H x W`` with their post-processed versions and ranks, computed once and kept). ``normalization``:
     the post-processing the score reads (one of :data:`NORMALIZATIONS`; documentation, the table records the
     score's name). ``higher_is_similar``: the direction (``False`` for a distance). ``invariant_at``: maps at least
-    this similar (at most this distant) count as the same. ``min_drop``: a randomized map counts as changed when
-    its similarity to the trained map lies at least this far below the method's repeatability control.
+    this similar (at most this distant) count as the same. ``min_drop``: the randomization verdict's bar (module
+    docstring): a share of the model's own change for a similarity, a rise in the score's units for a distance.
     """
 
     name: str
@@ -83,7 +85,7 @@ class Score:
     normalization: str = "abs_p99"
     higher_is_similar: bool = True
     invariant_at: float = 0.99
-    min_drop: float = 0.4
+    min_drop: float = 0.7
     description: str = ""
     images_only: bool = False  # not applicable to vectors and 1-D signals (computed for images only)
 

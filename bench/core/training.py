@@ -31,6 +31,8 @@ __all__ = ["TrainConfig", "train", "evaluate", "load_or_train", "load_weights", 
 
 log = logging.getLogger(__name__)
 
+#: the optimizers :func:`train` knows
+OPTIMIZERS = ("sgd", "adam")
 #: the default quality bar lies this fraction of the way from chance to perfect accuracy
 QUALITY_MARGIN = 0.25
 
@@ -41,11 +43,12 @@ class ModelQualityError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Plain minibatch SGD, as in the paper (no momentum, no weight decay by default); also the ``train`` config
-    group. ``cache_dir`` (default :func:`cache_dir`) and ``use_cache`` say where checkpoints are kept; they are
-    not part of a checkpoint's key. ``min_test_acc``: the test accuracy a model must reach to be benchmarked
-    (``None``: :func:`default_min_test_acc` of the data, chance plus a quarter of the way to 1; ``0`` turns the
-    guard off)."""
+    """Plain minibatch SGD, as in the paper (no momentum, no weight decay by default; ``optimizer="adam"`` for
+    Adam with ``lr``, ``weight_decay`` and PyTorch's default betas, as the sanity-checks authors trained); also the
+    ``train`` config group. ``cache_dir`` (default :func:`cache_dir`) and ``use_cache`` say where checkpoints are
+    kept; they are not part of a checkpoint's key. ``min_test_acc``: the test accuracy a model must reach to be
+    benchmarked (``None``: :func:`default_min_test_acc` of the data, chance plus a quarter of the way to 1; ``0``
+    turns the guard off)."""
 
     epochs: int = 10
     lr: float = 0.2
@@ -56,6 +59,7 @@ class TrainConfig:
     cache_dir: Optional[str] = None  # noqa: UP045
     use_cache: bool = True
     min_test_acc: Optional[float] = None  # noqa: UP045
+    optimizer: str = "sgd"
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the key, its value and the accepted range for a setting out of range
@@ -67,14 +71,18 @@ class TrainConfig:
                   ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
                   ("min_test_acc", self.min_test_acc, self.min_test_acc is None or 0 <= self.min_test_acc <= 1,
                    "[0, 1], or null for the data set's default")]
+        checks.append(("optimizer", self.optimizer, self.optimizer in OPTIMIZERS, ", ".join(OPTIMIZERS)))
         for name, value, ok, accepted in checks:
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise ValueError(f"train.{name}={value!r} is out of range; accepted: {accepted}")
 
     def recipe(self) -> dict:
         """The fields that determine the trained weights (the checkpoint key)."""
-        return dict(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
-                    weight_decay=self.weight_decay, seed=self.seed)
+        recipe = dict(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, momentum=self.momentum,
+                      weight_decay=self.weight_decay, seed=self.seed)
+        if self.optimizer != "sgd":  # SGD's keys stay those of the checkpoints cached before the field existed
+            recipe["optimizer"] = self.optimizer
+        return recipe
 
 
 def _seeded_init(model: nn.Module, seed: int) -> None:
@@ -119,7 +127,10 @@ def train(
     y_train = data.y_train if labels is None else labels
     _seeded_init(model, cfg.seed)
     model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(data.x_train)
     loss = float("nan")

@@ -10,28 +10,41 @@ the weights. A method that fails is recorded in ``errors`` and skipped from then
 model is never changed: the stages are a copy (:func:`~bench.randomization.randomized`), and a fingerprint of the
 trained model taken before the first map is compared with one taken at the end.
 
-Rows of the long table (:mod:`bench.core.results`): ``experiment="model_randomization"``, ``condition`` = the
-mode, ``layer`` = the stage (the unit randomized in it; cumulative for ``cascading``/``bottom_up``;
-``"permuted_labels"`` for ``labels``), one score per sample and metric (:func:`bench.core.scoring.score_maps`,
-the paper's post-processing). The explained class is the trained model's prediction, at every stage.
+Rows of the long table (:mod:`bench.core.results`): ``experiment="model_randomization"``, ``condition`` and ``mode``
+= the mode (the job renames ``condition`` to the test's config entry; ``mode`` stays), ``layer`` = the stage (the
+unit randomized in it; cumulative for ``cascading``/``bottom_up``; ``"permuted_labels"`` for ``labels``), one score
+per sample and metric (:func:`bench.core.scoring.score_maps`, the paper's post-processing). The explained class is
+the trained model's prediction, at every stage.
+
+Seed policy: every map of a test (the reference, the controls, every stage, every re-initialization seed) is
+computed with the method's own parameters (its own ``seed``, if it has one) and with the global random state seeded
+with the run's ``seed`` just before (:func:`seeded`), so that a method drawing from torch's global generator draws
+the same numbers for every model. Two maps of a test therefore differ in the model's weights and in nothing else.
 
 Controls, scored exactly like the stages and stored as rows with ``layer`` = ``control:...``
-(:mod:`bench.core.results`): ``control:repeat``, a second map of the unchanged trained model (SmoothGrad and any
-method with a ``seed`` get another noise seed), the ceiling of "unchanged"; ``control:input`` and
-``control:edges``, maps that depend on the input and nothing learned (the input itself, its Sobel edge
-magnitude). The label test compares the permuted-label model with a control trained with its exact recipe on the
-true labels (``retrained_model``): the control's maps are then the reference of every row (the two models differ
-in the labels alone), and ``control:retrained`` scores the trained model's maps against them (how far the recipe
-alone moves the maps). The verdicts compare the stages with these controls
-(:func:`bench.reporting.aggregate.randomization_verdicts`).
+(:mod:`bench.core.results`): ``control:repeat``, the map of a deep copy of the reference model (another object with
+the same weights, under the same seed policy as the stages), the ceiling of "unchanged": 1 for any method whose map
+depends on the weights, the input and its seed only, lower for one that reads something else (the object's identity,
+unseeded randomness), which the verdicts then call not repeatable; ``control:input`` and ``control:edges``, maps
+that depend on the input and nothing learned (the input itself, its Sobel edge magnitude); ``control:other``, the
+reference map of the next sample of the same batch of ``run.batch_size`` (two maps of the same method and model that
+explain different inputs: the floor of "unrelated"; NaN for a sample alone in its batch; within batches, so that
+chunks of whole batches never change it). The **reference**: the plain input gradient (the model's own local
+behaviour) is run like one more method, with every control and stage, and its rows are copied into every method's as
+``control:gradient/<layer>`` (``<layer>`` the stage or control): the verdicts compare a method's change with the
+model's own (a failure of the reference is recorded as ``control:gradient``). The label test compares the
+permuted-label model with a control trained with its exact recipe on the true labels (``retrained_model``): the
+control's maps are then the reference of every row (the two models differ in the labels alone), and
+``control:retrained`` scores the trained model's maps against them (how far the recipe alone moves the maps). The
+verdicts compare the stages with these controls (:func:`bench.reporting.aggregate.randomization_verdicts`).
 
 The label test's models are trained by :func:`bench.experiments.label_randomization.train_on_permuted_labels`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import dataclasses
 import logging
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -44,8 +57,16 @@ import torch
 from torch import Tensor, nn
 
 from bench.core.data import Dataset
-from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, names_keyword, predict
-from bench.core.results import CONTROL_EDGES, CONTROL_INPUT, CONTROL_REPEAT, CONTROL_RETRAINED, score_table
+from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, predict
+from bench.core.results import (
+    CONTROL_EDGES,
+    CONTROL_GRADIENT,
+    CONTROL_INPUT,
+    CONTROL_OTHER,
+    CONTROL_REPEAT,
+    CONTROL_RETRAINED,
+    score_table,
+)
 from bench.core.scoring import MapBatch, score_maps
 from bench.core.settings import RunSettings, ScoreSettings, check_run
 from bench.experiments.label_randomization import LABEL_STAGE, check_label_model
@@ -141,11 +162,43 @@ def input_nulls(x: Tensor) -> dict[str, Tensor]:
     return {CONTROL_INPUT: x, CONTROL_EDGES: g.square().sum(2).sqrt()}
 
 
-def _repeat_spec(spec: MethodSpec) -> MethodSpec:
-    """The spec of the repeatability control: another noise seed where the factory takes a ``seed``."""
-    if not names_keyword(spec.factory(), "seed"):
-        return spec
-    return dataclasses.replace(spec, params={**spec.params, "seed": int(spec.params.get("seed", 0)) + 1})
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's global random state seeded with ``seed`` inside, restored after (CPU, and ``device`` when it is a
+    CUDA device): the seed policy of the randomization tests (module docstring)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def _next_in_batch(n: int, batch_size: int) -> tuple[Tensor, Tensor]:
+    """For ``n`` samples in batches of ``batch_size``: the index of each sample's partner (the next sample of its
+    batch, the last one paired with the first) and a mask of the samples alone in their batch (no partner: NaN).
+    Within batches, so that chunks of whole batches never change the pairs."""
+    idx = torch.arange(n)
+    alone = torch.zeros(n, dtype=torch.bool)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        idx[start:stop] = start + (torch.arange(stop - start) + 1) % (stop - start)
+        alone[start:stop] = stop - start == 1
+    return idx, alone
+
+
+def _maps(explainer: object, x: Tensor, target: Tensor, bs: int, seed: int) -> Tensor:
+    """``explain_all`` under the seed policy (:func:`seeded`)."""
+    with seeded(seed, x.device):
+        return explain_all(explainer, x, target, bs)
+
+
+def _with_reference(scored: list[tuple[dict, dict[str, Tensor]]], labels: Sequence[str],
+                    ) -> list[tuple[dict, dict[str, Tensor]]]:
+    """The entries with the reference's rows copied into every method's as ``control:gradient/<layer>`` (and no rows
+    of their own): each method's rows then hold everything its verdict reads."""
+    own = [(k, v) for k, v in scored if k["method"] != CONTROL_GRADIENT]
+    ref = [(k, v) for k, v in scored if k["method"] == CONTROL_GRADIENT]
+    return own + [({**k, "method": label, "layer": f"{CONTROL_GRADIENT}/{k['layer']}"}, v)
+                  for label in labels for k, v in ref]
 
 
 class Smoothed:
@@ -180,24 +233,32 @@ def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _controls(specs: Sequence[MethodSpec], ref: Mapping[str, MapBatch], x: Tensor, target: Tensor,
               reference: nn.Module, trained: nn.Module | None, domain: tuple[float, float], fit: list,
-              names: Sequence[str], bs: int, result: RandomizationResult,
+              names: Sequence[str], bs: int, result: RandomizationResult, seed: int,
               build: Callable[..., Any] = make_explainer) -> list[tuple[dict, dict[str, Tensor]]]:
-    """The control rows of every method still running (see the module docstring): the repeat of the
-    ``reference`` model's maps ``ref``, the input-only nulls, and (label test) the trained model's maps."""
+    """The control rows of every method still running (see the module docstring): the maps of a copy of the
+    ``reference`` model against its maps ``ref``, the input-only nulls, and (label test) the trained model's maps;
+    every map under the seed policy with ``seed``."""
     rows: list[tuple[dict, dict[str, Tensor]]] = []
     nulls = input_nulls(x)
+    twin = copy.deepcopy(reference)  # the repeat control's model: another object, the same weights
     for ms in specs:
         if ms.label in result.errors:
             continue
         try:
-            with eval_mode(reference):
-                again = explain_all(build(_repeat_spec(ms), reference, domain=domain, fit_data=fit), x, target, bs)
+            with eval_mode(twin):
+                again = _maps(build(ms, twin, domain=domain, fit_data=fit), x, target, bs, seed)
             rows.append(({"method": ms.label, "layer": CONTROL_REPEAT}, score_maps(ref[ms.label], again, names)))
             for layer, null in nulls.items():
                 rows.append(({"method": ms.label, "layer": layer}, score_maps(ref[ms.label], null, names)))
+            if len(x) > 1:  # the floor: each sample's reference map against the next sample's of its batch
+                idx, alone = _next_in_batch(len(x), bs)
+                other = ref[ms.label].maps.reshape(ref[ms.label].shape)[idx]
+                scores = score_maps(ref[ms.label], other, names)
+                rows.append(({"method": ms.label, "layer": CONTROL_OTHER},
+                             {k: v.masked_fill(alone.to(v.device), float("nan")) for k, v in scores.items()}))
             if trained is not None:
                 with eval_mode(trained):
-                    maps = explain_all(build(ms, trained, domain=domain, fit_data=fit), x, target, bs)
+                    maps = _maps(build(ms, trained, domain=domain, fit_data=fit), x, target, bs, seed)
                 rows.append(({"method": ms.label, "layer": CONTROL_RETRAINED}, score_maps(ref[ms.label], maps, names)))
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.fail(ms.label, "controls", err)
@@ -248,6 +309,9 @@ def model_randomization(
     if retrained_model is not None and mode != "labels":
         raise ValueError(f"retrained_model is the label test's control; mode {mode!r} takes none")
     specs = method_specs(methods)
+    if any(ms.label == CONTROL_GRADIENT for ms in specs):
+        raise ValueError(f"{CONTROL_GRADIENT!r} is the reference's label; name the method otherwise")
+    specs = [*specs, MethodSpec(CONTROL_GRADIENT, "gradient")]  # the reference (module docstring), run like a method
     names = list(dict.fromkeys([*scoring.names, *spec.scores]))
     if spec.smooth_samples:
         mode_label = f"{mode}+smooth"
@@ -288,14 +352,14 @@ def model_randomization(
     for ms in specs:
         try:
             with eval_mode(reference):
-                maps = explain_all(build(ms, reference, domain=data.domain, fit_data=fit), x, target, bs)
+                maps = _maps(build(ms, reference, domain=data.domain, fit_data=fit), x, target, bs, run.seed)
             ref[ms.label] = MapBatch(maps, spatial_dims=dims)
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.fail(ms.label, "trained model" if retrained is None else "retrained control", err)
             continue
         result.maps[ms.label] = [maps[: run.keep_maps].to("cpu", copy=True)]
     scored += _controls(specs, ref, x, target, reference, trained if retrained is not None else None, data.domain,
-                        fit, names, bs, result, build)
+                        fit, names, bs, result, run.seed, build)
 
     seeds = [run.seed] if other is not None else [run.seed + k for k in range(run.seeds)]
     for seed in seeds:  # several re-initialization seeds: every stage row records its seed
@@ -317,7 +381,7 @@ def model_randomization(
                         bar.set_postfix(stage=stage, method=ms.label)
                         try:
                             explainer = build(ms, stage_model, domain=data.domain, fit_data=fit)
-                            maps = explain_all(explainer, x, target, bs)
+                            maps = _maps(explainer, x, target, bs, run.seed)
                             scores = score_maps(ref[ms.label], maps, names, spatial_dims=dims)
                         except Exception as err:  # noqa: BLE001
                             result.fail(ms.label, f"stage {stage}" + ("" if first else f" (seed {seed})"), err)
@@ -335,6 +399,8 @@ def model_randomization(
     if moved:
         raise RuntimeError(f"the trained model changed during the sanity checks: {len(moved)} tensors "
                            f"({', '.join(moved[:5])})")
-    result.table = score_table(scored, experiment=EXPERIMENT, model=model_name, dataset=data.name, condition=mode_label,
-                               seed=run.seed, config_hash=config_hash)
+    result.maps.pop(CONTROL_GRADIENT, None)
+    result.table = score_table(_with_reference(scored, [ms.label for ms in specs[:-1]]), experiment=EXPERIMENT,
+                               model=model_name, dataset=data.name, condition=mode_label,
+                               mode=mode_label, seed=run.seed, config_hash=config_hash)
     return result

@@ -29,11 +29,11 @@ Columns (the CSV's names; the CSV is also the baseline format of ``salbench-chec
 
 Thresholds
 ----------
-Every default threshold and direction comes from the score registry (:mod:`bench.core.scores`): the verdict
-score ``K`` is ``ssim`` unless chosen (``randomization_metric``), its ``min_drop`` (0.4 for SSIM) the paired drop
-below the control a pass needs (``min_drop`` overrides it). Invariance: the ``invariant_at`` of ``ssim`` (0.99)
-and of ``max_rel_diff`` (1e-3, the ``tolerance``). The measured calibration on the bundled models is in
-``benchmarks/calibration.md`` and the README.
+Every default threshold and direction comes from the score registry (:mod:`bench.core.scores`): the verdict score
+``K`` is ``ssim`` unless chosen (``randomization_metric``), its ``min_drop`` (0.7 for SSIM: a share of the model's
+own change) the bar of the relative change a pass needs (``min_drop`` overrides it). Invariance: the
+``invariant_at`` of ``ssim`` (0.99) and of ``max_rel_diff`` (1e-3, the ``tolerance``). The measured calibration on
+the bundled models is in ``benchmarks/calibration.md`` and the README.
 
 Sorting and grouping
 --------------------
@@ -360,10 +360,11 @@ def load_leaderboard(folders: Sequence[str | os.PathLike], *, figures: bool = Tr
     _check_exist(folders)
     folders = list(dict.fromkeys(str(Path(f).resolve()) for f in folders))
     table, skipped = load_results(folders, skip_unreadable=skip_unreadable)
-    table = table.drop_duplicates()
     records = read_job_records(folders)
     configs = read_row_configs(folders, records)
-    board = build_leaderboard(table.drop(columns="job"), configs=configs, **kwargs)
+    # a row is one score of one sample: the same configuration found in two job folders enters once (the job
+    # column differs, so it is dropped before the duplicates are)
+    board = build_leaderboard(table.drop(columns="job").drop_duplicates(), configs=configs, **kwargs)
     labeled = _model_labels(table, configs)
     figs: list[Figure | Path] = []
     if figures:

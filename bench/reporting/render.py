@@ -88,23 +88,27 @@ def _cell(board: pd.DataFrame, row: pd.Series, col: str) -> str:
 
 
 def _legend(settings: dict) -> str:
-    metric, drop = settings.get("randomization_metric", "ssim"), settings.get("min_drop", 0.4)
+    from bench.reporting.aggregate import MODEL_CHANGE_BAR, PASS_BAR
+
+    metric, drop = settings.get("randomization_metric", "ssim"), settings.get("min_drop", PASS_BAR)
     return (f"Invariance: a shift passes when the mean SSIM between the two networks' maps is >= "
             f"{settings.get('ssim_threshold', 0.99):g} and the signed maps' SSIM is >= 0.9 (a map that flips its sign "
             "is not invariant) (`exact`: 95th percentile of the max relative difference "
             f"<= {settings.get('tolerance', 1e-3):g}). "
             f"Randomization ({metric} to the trained model's map, per sample; in `labels` to the map of a model "
-            "trained with the permuted-label model's recipe on the true labels): `pass` when the paired drop below "
-            "the method's own repeatability control (`repeat`: a second map of the same model, another noise seed) "
-            f"has a 95% lower bound >= {drop:g} at every checked stage (`cascading`: the top unit alone and the "
-            "whole model; otherwise the last stage); `input-dominated` when a map of the input alone is at least half "
-            "as similar to the reference map as its repeat and the fully randomized map stays that similar; "
-            "`inconclusive` when fewer than 8 paired samples, no control, or the method is not repeatable (repeat < "
-            "0.5); `fail` otherwise. `top` / `last`: mean at the first / last stage; AUC: mean over stages. "
-            "Brackets: 95% bootstrap intervals over samples (hierarchical over seeds; 1,000 resamples, fixed seed); "
-            "an invariance pass must hold for the interval's lower end. `invariance` / `randomization`: pass when "
-            "every shift / "
-            "mode run passed. N/A: not run.")
+            "trained with the permuted-label model's recipe on the true labels): the relative change is the drop "
+            "below the repeatability control (`repeat`: the map of a copy of the model, the same seeds) as a share of "
+            "the model's own change (its input gradient's drop at the same stage, measured in the same run); `pass` "
+            f"when its 95% lower bound is >= {drop:g} at every checked stage (`cascading`: the top unit alone and the "
+            "whole model; otherwise the last stage) and the model's gradient went at least "
+            f"{MODEL_CHANGE_BAR:g} of the way to another sample's map; `fail` when the upper bound is below "
+            f"{drop:g}; `input-dominated` instead when what survives is what a map of the input alone explains; "
+            "`inconclusive` when the interval covers the bar, the model changed too little to tell, fewer than 8 "
+            "paired samples, no control, or the method is not repeatable (repeat < 0.5). Calibrated on a family of "
+            "models (benchmarks/calibration.md). `top` / `last`: mean at the first / last stage; AUC: mean over "
+            "stages. Brackets: 95% bootstrap intervals over samples (hierarchical over seeds; 1,000 resamples, fixed "
+            "seed); an invariance pass must hold for the interval's lower end. `invariance` / `randomization`: pass "
+            "when every shift / mode run passed. N/A: not run.")
 
 
 def _short(path: str | os.PathLike, sources: Sequence[str]) -> str:

@@ -127,7 +127,8 @@ def read_sweep(sweep_dir: str | os.PathLike, *, project: str | None = None, enti
                      entity=entity or logged.get("entity"), jobs=jobs, failed=find_failed_jobs([folder]),
                      figure_keys=_figure_keys(jobs))
     try:
-        table = read_tables([folder]).drop_duplicates()
+        # the same configuration in two job folders is one set of samples: dedup without the job column
+        table = read_tables([folder]).drop(columns="job").drop_duplicates()
     except FileNotFoundError as err:
         info.note = str(err)
         return info
