@@ -184,7 +184,7 @@ def applies(method: str, dataset: str) -> str | None:
 def outcome(answer: str | None, verdict: str) -> str | None:
     """``met``; ``inconclusive`` (a pass-answer judged inconclusive, with its reason: weak evidence, never a wrong
     fail); ``violated`` (a pass-answer that fails, or a not-pass answer that passes); None without an answer."""
-    if answer is None:
+    if not isinstance(answer, str):  # None, or NaN once in a frame
         return None
     if answer == "pass":
         return "met" if verdict == "pass" else "inconclusive" if verdict == "inconclusive" else "violated"
@@ -260,19 +260,24 @@ def render(v: pd.DataFrame, models: pd.DataFrame, seconds: float | None) -> str:
               f"The closest calls over the family. `pass` needs the lower bound of `c` >= {PASS_BAR:g} and of `m` >= "
               f"{MODEL_CHANGE_BAR:g} at every checked stage; a `not pass` answer must keep `c`'s lower bound below "
               f"{PASS_BAR:g} (or be decided otherwise: not repeatable, input-dominated).", "",
-              "| method | answer | closest model | lower bound of c | lower bound of m |", "|---|---|---|---|---|"]
+              "| method | answer | closest model | lower bound of c | lower bound of m | closest where m >= "
+              f"{MODEL_CHANGE_BAR:g} |", "|---|---|---|---|---|---|"]
     for m in methods:
         g = known[(known.method == m) & known.drop_lcb.notna()]
         if not len(g):
             continue
         answer = g.known.iloc[0]
-        r = g.loc[g.drop_lcb.idxmin()] if answer == "pass" else g.loc[g.drop_lcb.idxmax()]
-        lines.append(f"| {m} | {answer} | {r.model} | {r.drop_lcb:.3f} | {r.model_change_lcb:.3f} |")
+        pick = (lambda d: d.loc[d.drop_lcb.idxmin()]) if answer == "pass" else (lambda d: d.loc[d.drop_lcb.idxmax()])
+        r = pick(g)
+        changed = g[g.model_change_lcb >= MODEL_CHANGE_BAR]
+        c = pick(changed) if len(changed) else None
+        lines.append(f"| {m} | {answer} | {r.model} | {r.drop_lcb:.3f} | {r.model_change_lcb:.3f} | "
+                     + (f"{c.model}: {c.drop_lcb:.3f} |" if c is not None else "- |"))
     passed = known[(known.known == "pass") & (known.verdict == "pass")]
     if len(passed):
         r = passed.loc[passed.model_change_lcb.idxmin()]
         lines.append(f"| (model's change, passes) | pass | {r.model} ({r.method}) | {r.drop_lcb:.3f} | "
-                     f"{r.model_change_lcb:.3f} |")
+                     f"{r.model_change_lcb:.3f} | |")
     unpinned = v[v.known.isna()]
     if len(unpinned):
         lines += ["", "## Reported, not pinned", "",
@@ -281,6 +286,8 @@ def render(v: pd.DataFrame, models: pd.DataFrame, seconds: float | None) -> str:
             c = g.verdict.value_counts()
             lines.append(f"| {m} | " + " | ".join(str(int(c.get(w, 0))) for w in
                                                   ("pass", "fail", "input-dominated", "inconclusive")) + " |")
+    if seconds is None and "run_seconds" in models.columns:
+        seconds = float(models.run_seconds.iloc[0])
     if seconds is not None:
         lines += ["", f"Measured in {seconds / 60:.1f} min on this machine (2 cores; training, where not cached, and "
                   "the cascades)."]
@@ -307,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = scores[["model", "dataset", "method", "condition", "mode", "layer", "metric", "sample", "score",
                          "seed"]].assign(experiment="model_randomization", config_hash="")
         scores.to_parquet(args.scores, index=False)
-        models.to_csv(models_path, index=False)
+        models.assign(run_seconds=round(seconds, 1)).to_csv(models_path, index=False)
     v = verdicts(scores)
     args.out.write_text(render(v, models, seconds))
     known = v[v.known.notna()]

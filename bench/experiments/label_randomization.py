@@ -4,7 +4,7 @@
 labels permuted, from another initialization (seed 1: with the trained model's seed the maps would share the
 initialization, not anything learned). The defaults, :data:`LABEL_TRAIN` (50 epochs) on
 :data:`LABEL_TRAIN_SAMPLES` (the first 1,000 training digits), were chosen from the measurements in
-``benchmarks/calibration.md`` so that both bundled models memorize the permuted labels; checkpoints are cached.
+``benchmarks/label_training.md`` so that both bundled models memorize the permuted labels; checkpoints are cached.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ Every default threshold and direction comes from the score registry (:mod:`bench
 ``K`` is ``ssim`` unless chosen (``randomization_metric``), its ``min_drop`` (0.7 for SSIM: a share of the model's
 own change) the bar of the relative change a pass needs (``min_drop`` overrides it). Invariance: the
 ``invariant_at`` of ``ssim`` (0.99) and of ``max_rel_diff`` (1e-3, the ``tolerance``). The measured calibration on
-the bundled models is in ``benchmarks/calibration.md`` and the README.
+a family of models is in ``benchmarks/calibration.md`` and the README.
 
 Sorting and grouping
 --------------------
