@@ -194,11 +194,13 @@ def _maps(explainer: object, x: Tensor, target: Tensor, bs: int, seed: int) -> T
 def _with_reference(scored: list[tuple[dict, dict[str, Tensor]]], labels: Sequence[str],
                     ) -> list[tuple[dict, dict[str, Tensor]]]:
     """The entries with the reference's rows copied into every method's as ``control:gradient/<layer>`` (and no rows
-    of their own): each method's rows then hold everything its verdict reads."""
+    of their own): each method's rows then hold everything its verdict reads. A method without rows of its own (it
+    failed on the trained model) gets none."""
     own = [(k, v) for k, v in scored if k["method"] != CONTROL_GRADIENT]
     ref = [(k, v) for k, v in scored if k["method"] == CONTROL_GRADIENT]
+    scored_labels = {k["method"] for k, _ in own}  # a method that failed before any row gets no reference rows
     return own + [({**k, "method": label, "layer": f"{CONTROL_GRADIENT}/{k['layer']}"}, v)
-                  for label in labels for k, v in ref]
+                  for label in labels if label in scored_labels for k, v in ref]
 
 
 class Smoothed:
