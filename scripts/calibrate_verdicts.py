@@ -122,9 +122,15 @@ def _train(member: Member, data, cache: str | None) -> list[tuple[str, object, d
     return out
 
 
-def measure(n: int, cache: str | None, only: list[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train the family and run its cascades: ``(scores, models)`` (per-sample verdict-score rows; one row per
-    trained model with its accuracy, guard and times)."""
+#: torch's intra-op threads: the trained weights (and so the scores) depend on them in the last digits, which a
+#: convolution's training amplifies to about 0.04 in SSIM; the stored scores were made with this many
+THREADS = 2
+
+
+def measure(n: int, cache: str | None, only: list[str] | None, threads: int = THREADS
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train the family and run its cascades with ``threads`` torch threads: ``(scores, models)`` (per-sample
+    verdict-score rows; one row per trained model with its accuracy, guard and times)."""
     import torch
 
     from bench.core.data import load_dataset
@@ -133,7 +139,7 @@ def measure(n: int, cache: str | None, only: list[str] | None) -> tuple[pd.DataF
     from bench.core.training import default_min_test_acc
     from bench.experiments.model_randomization import model_randomization
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(threads)
     frames, models = [], []
     datasets: dict[str, object] = {}
     for member in family():

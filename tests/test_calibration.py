@@ -67,12 +67,20 @@ def test_the_markdown_is_rendered_from_the_stored_scores_by_todays_rule(stored):
 
 @pytest.mark.slow
 def test_two_members_retrained_find_the_stored_scores(tmp_path):
+    import torch
+
     cal = _script()
-    scores, models = cal.measure(32, str(tmp_path / "cache"), ["mlp4", "vgg4"])
+    before = torch.get_num_threads()
+    try:  # the stored scores' thread count: training a convolution rounds differently with other counts
+        scores, models = cal.measure(32, str(tmp_path / "cache"), ["mlp4", "vgg4"], threads=cal.THREADS)
+    finally:
+        torch.set_num_threads(before)
     stored = pd.read_parquet(SCORES)
     keys = ["model", "method", "layer", "metric"]
+    scores = scores[scores.method != "null_model_seeded"]  # noise seeded by the object's id: new noise every run
     new = scores.groupby(keys).score.mean()
-    old = stored[stored.model.isin(set(scores.model))].groupby(keys).score.mean()
+    mine = stored.model.isin(set(scores.model)) & (stored.method != "null_model_seeded")
+    old = stored[mine].groupby(keys).score.mean()
     both = pd.concat([new, old], axis=1, keys=["new", "old"]).dropna()
     assert len(both) == len(old)
     assert (both.new - both.old).abs().max() < 0.02, both.assign(d=(both.new - both.old).abs()).nlargest(5, "d")
