@@ -307,6 +307,33 @@ def test_maps_without_information_about_the_model_cannot_pass_and_every_run_hold
         assert v["model_seeded"] == "inconclusive", metric  # a copy of the model gets other noise: not repeatable
 
 
+def _ig_uniform_global(model, **_):
+    """Integrated Gradients from a uniform baseline drawn from torch's global generator (no ``seed`` parameter)."""
+    from methods.gradients import IntegratedGradients
+
+    ig = IntegratedGradients(model, baseline=0.0, steps=8)
+
+    def explain(x, target=None):
+        ig.baseline = torch.rand(x.shape, dtype=x.dtype)  # the global generator: the harness's seed policy applies
+        return ig(x, target)
+    return explain
+
+
+def test_a_random_baseline_gets_one_verdict_whether_or_not_it_exposes_a_seed(toy_data):
+    data = _sparse_toy(toy_data)
+    torch.manual_seed(0)
+    model = create_model("small_cnn", (1, 12, 12), 3, channels=(4, 6), hidden=12).eval()
+    specs = [MethodSpec("seeded", "integrated_gradients", params={"baseline": "uniform", "steps": 8, "seed": 3}),
+             MethodSpec("global", _target_=_ig_uniform_global)]
+    res = model_randomization(model, data, specs, "cascading", run=RunSettings(n_samples=16),
+                              scoring=ScoreSettings(["ssim"]))
+    v = randomization_verdicts(res.table).set_index("method")
+    # both repeat exactly on a copy of the model (the same draws), so both are judged on the weights alone
+    assert v.loc["seeded", "repeat"] == pytest.approx(1.0) and v.loc["global", "repeat"] == pytest.approx(1.0)
+    assert v.loc["seeded", "verdict"] == v.loc["global", "verdict"], v[["verdict", "reason"]]
+    assert abs(v.loc["seeded", "drop"] - v.loc["global", "drop"]) < 0.1  # other draws, the same change
+
+
 # -- the papers' known answers on the bundled models ---------------------------------------------------------
 
 KNOWN = ["gradient", "smoothgrad", "guided_backprop", "gradient_x_input"]
