@@ -22,6 +22,7 @@ from bench.core.training import (
     check_quality,
     default_min_test_acc,
     load_or_train,
+    weights_hash,
 )
 from methods.registry import NonFiniteError
 
@@ -102,12 +103,23 @@ def test_nan_weights_in_a_cached_checkpoint_are_caught_and_retrained(tmp_path, c
     blob = torch.load(info["path"], weights_only=True)
     first = next(k for k, v in blob["state_dict"].items() if v.is_floating_point())
     blob["state_dict"][first] = torch.full_like(blob["state_dict"][first], float("nan"))
-    del blob["info"]["weights_sha256"]  # a checkpoint of an older version: no content hash, the finite check
+    blob["info"]["weights_sha256"] = weights_hash(blob["state_dict"])  # a hash that matches: the finite check
     torch.save(blob, info["path"])
     with caplog.at_level(logging.WARNING, logger="bench.core.training"):
         model2, info2 = _again(data, cfg)
     assert not info2["cached"] and info["path"] in caplog.text and "non-finite weights" in caplog.text
     assert all(torch.isfinite(p).all() for p in model2.parameters())
+
+
+def test_a_checkpoint_without_a_content_hash_is_not_trusted(tmp_path, caplog):
+    data, cfg, model, info = _cached(tmp_path)
+    blob = torch.load(info["path"], weights_only=True)
+    del blob["info"]["weights_sha256"]  # an older version's checkpoint, or one edited by hand
+    torch.save(blob, info["path"])
+    with caplog.at_level(logging.WARNING, logger="bench.core.training"):
+        _, info2 = _again(data, cfg)
+    assert not info2["cached"] and "no content hash is stored with it" in caplog.text and info["path"] in caplog.text
+    assert "weights_sha256" in torch.load(info["path"], weights_only=True)["info"]  # retrained and replaced
 
 
 def test_modified_weights_fail_the_content_hash(tmp_path, caplog):

@@ -21,13 +21,13 @@ from typing import Optional  # noqa: UP035  (OmegaConf reads this dataclass as t
 import torch
 from torch import nn
 
-from bench._io import atomic_write, cache_root
+from bench._io import DiskFullError, atomic_write, cache_root, remove_stale_temps
 from bench.core.data import Dataset
 from bench.core.models import create_model
 from methods.state import eval_mode
 
 __all__ = ["TrainConfig", "train", "evaluate", "load_or_train", "load_weights", "cache_dir", "check_quality",
-           "chance_level", "default_min_test_acc", "ModelQualityError", "weights_hash"]
+           "chance_level", "default_min_test_acc", "ModelQualityError", "weights_hash", "checkpoint_path"]
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,9 @@ def _read_checkpoint(path: Path, model: nn.Module) -> tuple[dict | None, str]:
     except Exception as err:  # noqa: BLE001  (truncated, not a checkpoint, ...: named and retrained)
         return None, f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
     stored = info.get("weights_sha256")
-    if stored is not None and stored != weights_hash(state):
+    if stored is None:
+        return None, "no content hash is stored with it (written by an older version, or edited): not trusted"
+    if stored != weights_hash(state):
         return None, "its weights do not match the content hash stored with them (modified or damaged)"
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
@@ -275,6 +277,15 @@ def load_weights(
     return model, info
 
 
+def checkpoint_path(model_name: str, data: Dataset, cfg: TrainConfig, *, model_kw: dict | None = None,
+                    labels: torch.Tensor | None = None) -> Path:
+    """Where :func:`load_or_train` caches ``model_name`` trained on ``data`` with ``cfg`` (and ``labels``): the cache
+    folder and a key hashing the model name and arguments, the data, the recipe and the labels."""
+    extra = "" if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:16]
+    key = _cache_key(model_name, dict(model_kw or {}), data, cfg, extra)
+    return cache_dir(cfg.cache_dir) / f"{model_name.replace(':', '_')}-{key}.pt"
+
+
 def load_or_train(
     model_name: str,
     data: Dataset,
@@ -307,9 +318,8 @@ def load_or_train(
         raise ValueError(f"data set {data.name!r} has no training split, so {model_name} cannot be trained: give "
                          "weights (model.checkpoint=PATH or model.pretrained=true) or data with a train/ folder")
     model = create_model(model_name, data.input_shape, data.num_classes, **model_kw)
-    extra = "" if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:16]
-    key = _cache_key(model_name, model_kw, data, cfg, extra)
-    path = cache_dir(cfg.cache_dir) / f"{model_name.replace(':', '_')}-{key}.pt"
+    path = checkpoint_path(model_name, data, cfg, model_kw=model_kw, labels=labels)
+    remove_stale_temps(path.parent)  # what writes killed mid-way left (a day old or more)
     info: dict | None = None
     if cfg.use_cache and path.exists():
         info, why = _read_checkpoint(path, model)
@@ -325,11 +335,18 @@ def load_or_train(
         finite = all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
         if not finite:
             log.warning("%s: training produced non-finite weights (loss %s); not cached", model_name, info["loss"])
+        saved = False
         if cfg.use_cache and finite:
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             info["weights_sha256"] = weights_hash(state)
-            atomic_write(path, lambda tmp: torch.save({"state_dict": state, "info": info}, tmp))
-        info = {**info, "cached": False, "path": str(path)}
+            try:
+                atomic_write(path, lambda tmp: torch.save({"state_dict": state, "info": info}, tmp),
+                             needed=sum(t.numel() * t.element_size() for t in state.values()))
+                saved = True
+            except DiskFullError as err:  # the trained model is kept: this job goes on with it, uncached
+                log.warning("%s; the trained %s is used from memory and not cached (set train.cache_dir= or "
+                            "SALBENCH_CACHE= to cache it elsewhere)", err.strerror, model_name)
+        info = {**info, "cached": False, "path": str(path) if saved else None}
     if labels is None:
         info["min_test_acc"] = check_quality(model_name, data, info, cfg.min_test_acc)
     return model, info
