@@ -42,7 +42,8 @@ def estimate(cfg: MainConfig) -> dict[str, Any]:
 
     Returns ``{"tests": {test: {method: passes per sample}}, "passes": total passes, "seconds_per_pass": measured
     (float32), "seconds": predicted (the invariance test's passes at the float64 rate when it runs in float64),
-    "n_samples": ..., "stages": {mode: K}}``."""
+    "n_samples": ..., "stages": {mode: K}, "train_passes": ..., "train_seconds": (training, as if not cached),
+    "specs": the method specs, "input_numel": elements of one input}``."""
     from bench.core.cost import invariance_passes, randomization_passes, total
     from bench.core.data import load_dataset
     from bench.core.explain import method_specs
@@ -75,14 +76,32 @@ def estimate(cfg: MainConfig) -> dict[str, Any]:
     passes = sum(total(per, run.n_samples) for per in tests.values())
     rate = _pass_rate(model, x)
     seconds = passes * rate
+    train_passes = _train_passes(cfg, len(data.x_train))
+    train_seconds = train_passes * rate
     if "invariance" in tests and cfg.invariance.float64:  # the invariance test runs in double precision
         import copy
 
         rate64 = _pass_rate(copy.deepcopy(model).double(), x.double())
         seconds += total(tests["invariance"], run.n_samples) * (rate64 - rate)
     return {"tests": tests, "passes": passes, "seconds_per_pass": rate, "seconds": seconds,
+            "train_passes": train_passes, "train_seconds": train_seconds,
             "n_samples": run.n_samples, "stages": stages, "model": cfg.model.name, "data": data.name,
-            "device": run.device}
+            "device": run.device, "specs": specs, "input_numel": int(x[0].numel())}
+
+
+def _train_passes(cfg: MainConfig, n_train: int) -> int:
+    """Sample passes of the job's training, as if nothing were cached (an upper bound): the model's epochs over the
+    training split (none for given weights), and the label test's two models (the permuted-label model and its
+    control) with their recipe."""
+    from bench.experiments.label_randomization import LABEL_TRAIN, LABEL_TRAIN_SAMPLES
+
+    given = bool(getattr(cfg.model, "checkpoint", None)) or bool(getattr(cfg.model, "pretrained", False))
+    passes = 0 if given else int(cfg.train.epochs) * n_train
+    for spec in cfg.randomization.values():
+        if getattr(spec.mode, "value", spec.mode) == "labels":
+            epochs = LABEL_TRAIN.epochs if spec.epochs is None else int(spec.epochs)
+            passes += 2 * epochs * min(n_train, LABEL_TRAIN_SAMPLES or n_train)
+    return passes
 
 
 def report(cfg: MainConfig) -> dict[str, Any]:
@@ -95,7 +114,8 @@ def report(cfg: MainConfig) -> dict[str, Any]:
                      + ", ".join(f"{m} {p}" for m, p in per.items()) + " passes per sample")
     lines.append(f"  total: {est['passes']:,} passes, {est['seconds_per_pass'] * 1e3:.3g} ms per pass (Gradient, "
                  "float32, measured here; the invariance test's passes timed in float64) = about "
-                 f"{est['seconds']:.0f} s of attribution, before training, fits and scoring (measured totals run "
-                 "1.3-3x this: benchmarks/scale.md)")
+                 f"{est['seconds']:.0f} s of attribution, before fits and scoring (measured totals run 1.3-3x this: "
+                 f"benchmarks/scale.md); training, where not cached: {est['train_passes']:,} passes, about "
+                 f"{est['train_seconds']:.0f} s")
     log.info("\n".join(lines))
     return est

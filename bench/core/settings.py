@@ -28,7 +28,9 @@ class RunSettings:
     ``fit_samples``: training samples that data-dependent methods (PatternNet/-Attribution) are
     fit on; ``device``: ``cpu``, ``cuda`` or ``cuda:N``; ``seed``: the torch seed of the job, the
     re-initialization seed of the randomization tests and the ``seed`` column of the results; ``keep_maps``: maps
-    kept in memory per method for the figures; ``tests``: ``invariance`` and/or ``randomization``.
+    kept in memory per method for the figures; ``tests``: ``invariance`` and/or ``randomization``; ``max_hours``: a
+    job whose predicted time (the cost model's attribution and training passes at the pass rate measured here,
+    :mod:`bench.cli.budget`) exceeds it is refused before any work (0: no limit).
     """
 
     name: str = "default"
@@ -43,6 +45,7 @@ class RunSettings:
     progress: bool = False
     figures: bool = True
     keep_maps: int = 4
+    max_hours: float = 12.0
 
 
 @dataclass

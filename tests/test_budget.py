@@ -1,0 +1,62 @@
+"""Absurd jobs are refused before any work: the predicted time against run.max_hours, and memory-predictable
+settings (Integrated Gradients' steps, the size of the results table) against the memory available."""
+
+from __future__ import annotations
+
+import pytest
+
+import bench.cli.budget as budget
+from bench.cli.config import MainConfig
+from bench.core.explain import MethodSpec
+from bench.experiments.model_randomization import RandomizationSpec
+
+
+def _config(**run) -> MainConfig:
+    cfg = MainConfig(method={"gradient": MethodSpec(name="gradient")},
+                     randomization={"cascading": RandomizationSpec()})
+    cfg.run.n_samples = 8
+    for key, value in run.items():
+        setattr(cfg.run, key, value)
+    return cfg
+
+
+def test_the_default_job_fits_the_default_budget():
+    est = budget.check(_config())
+    assert est["seconds"] + est["train_seconds"] < 3600 and est["train_passes"] == 10 * 4000  # 10 epochs, 4000 digits
+
+
+@pytest.mark.parametrize("setting", ["run.seeds", "train.epochs", "steps"])
+def test_an_absurd_setting_is_refused_with_its_prediction(setting):
+    cfg = _config()
+    if setting == "run.seeds":
+        cfg.run.seeds = 10**9
+    elif setting == "train.epochs":
+        cfg.train.epochs = 10**9
+    else:
+        cfg.method = {"integrated_gradients": MethodSpec(name="integrated_gradients", params={"steps": 10**8})}
+    with pytest.raises(budget.BudgetError, match=r"predicted to take [\d,.]+ hours \(run\.max_hours=12\)") as err:
+        budget.check(cfg)
+    assert "salbench --dry-run" in str(err.value) and "0: no limit" in str(err.value)
+
+
+def test_max_hours_zero_is_no_limit_and_a_bad_value_is_named():
+    cfg = _config(max_hours=0)
+    cfg.train.epochs = 10**6
+    budget.check(cfg)  # predicted far beyond 12 hours, and accepted
+    with pytest.raises(budget.BudgetError, match=r"run\.max_hours=-1 is out of range; accepted: >= 0"):
+        budget.check(_config(max_hours=-1))
+
+
+def test_a_quadrature_that_cannot_fit_in_memory_is_refused_before_the_estimate(monkeypatch):
+    monkeypatch.setattr(budget, "available_memory", lambda: 2**30)  # 1 GiB available
+    cfg = _config(max_hours=0)
+    cfg.method = {"ig": MethodSpec(name="integrated_gradients", params={"steps": 10**9})}
+    monkeypatch.setattr("bench.cli.dry_run.estimate", lambda cfg: pytest.fail("estimated before the memory check"))
+    with pytest.raises(budget.BudgetError, match=r"method 'ig': steps=1e\+09 needs about 29\.8 GiB .* 1\.0 GiB"):
+        budget.check(cfg)
+
+
+def test_a_results_table_that_cannot_fit_in_memory_is_refused(monkeypatch):
+    monkeypatch.setattr(budget, "available_memory", lambda: 2**30)
+    with pytest.raises(budget.BudgetError, match=r"the results table would hold about [\d,]+ rows .* run\.seeds="):
+        budget.check(_config(max_hours=0, seeds=10**6))
