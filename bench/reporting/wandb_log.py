@@ -2,9 +2,10 @@
 
 ``mode="offline"`` (the default) writes the run under ``<job folder>/wandb`` with no key, no prompt and no
 network; ``wandb sync <folder>`` uploads it later. ``"online"`` logs live (needs ``wandb login``); when the online
-start fails (no key, no network: bounded by ``init_timeout`` seconds) the run is logged offline instead, kept for
-``wandb sync``, and the returned message says so. ``"disabled"`` does nothing. A logger failure (a broken install,
-a full disk) is returned as a message, never raised: the results table was written before the logger ran.
+start fails (no key: at once; no network: bounded by ``init_timeout`` seconds) the run is logged offline instead,
+kept for ``wandb sync``, and the returned message says so. W&B never prompts for a login, with or without a
+terminal. ``"disabled"`` does nothing. A logger failure (a broken install, a full disk) is returned as a message,
+never raised: the results table was written before the logger ran.
 
 What a run holds (:func:`log_run`): the job's config; the results table (``results``; beyond W&B's table limit of
 10,000 rows, the per-cell means ``results_mean`` and ``results.parquet`` as a ``results`` artifact) and the
@@ -14,8 +15,13 @@ table. The run's id is deterministic (:func:`run_id_for`: the job folder and the
 (``resume="allow"``), so a rerun of a job replaces its run instead of adding one. Its group is the sweep's name
 (:func:`group_name`), never a local path.
 
-Everything is passed to ``wandb.init`` / ``wandb.Settings``: :func:`log_run` sets no environment variable, and
-when it was the one that started W&B's service process in this process, it shuts it down again
+A run folder holds everything ``wandb sync`` needs: W&B stages the files of a run's artifacts (its tables, the
+``results`` artifact) in ``<run folder>/staging``, not under the home folder (W&B's default,
+``~/.local/share/wandb``), so that removing an older run folder removes its staged copies too; the cache and logs of
+a W&B service that the call starts go to ``<job folder>/wandb/cache`` (not ``~/.cache/wandb``). These folders, and
+W&B's terminal (no login prompt), are chosen by environment variables only (:data:`_CALL_ENV`): :func:`log_run` sets
+them for the duration of the call and restores them afterwards; all else is passed to ``wandb.init`` /
+``wandb.Settings``. When it was the one that started W&B's service process in this process, it shuts it down again
 (``wandb.teardown()``), so the process is left as it was found (no ``WANDB_SERVICE`` token behind).
 
 This module does not import torch; W&B is imported only when a run is logged.
@@ -23,13 +29,14 @@ This module does not import torch; W&B is imported only when a run is logged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from numbers import Number
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,13 @@ log = logging.getLogger(__name__)
 #: seconds ``wandb.init`` may take before it gives up (W&B's own default is 90 s, per job, when offline)
 INIT_TIMEOUT = 20.0
 _SERVICE_ENV = "WANDB_SERVICE"  # W&B's own token of its service process (set by wandb on its first start)
+_DATA_ENV = "WANDB_DATA_DIR"  # W&B's staging area is <this>/artifacts/staging (read whenever a file is staged)
+#: the environment of one :func:`log_run` call (``{wandb}``: ``<job folder>/wandb``), restored afterwards. W&B asks
+#: for a login only where it can read a terminal: ``TERM=dumb`` tells it it cannot (it then raises at once, and the
+#: run goes offline), ``WANDB_SILENT`` keeps its messages out of the job's log (where it sets up in this call). The
+#: folders: staging (switched to the run folder once it is known), cache and logs of W&B's service, downloads.
+_CALL_ENV = {"TERM": "dumb", "WANDB_SILENT": "true", _DATA_ENV: "{wandb}/staging", "WANDB_CACHE_DIR": "{wandb}/cache",
+             "WANDB_ARTIFACT_DIR": "{wandb}/artifacts"}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME = re.compile(r"\d{2}-\d{2}-\d{2}")
 _NA = "N/A"
@@ -285,7 +299,8 @@ def log_run(
 ) -> str | None:
     """Log one job to W&B as run ``run_id`` under ``<out>/wandb``; returns ``None`` when it was logged as asked (or
     ``mode="disabled"``), else a message: the error, or, after an online start that failed, where the offline run
-    that replaced it is kept for ``wandb sync``. Never raises for a W&B failure; sets no environment variable.
+    that replaced it is kept for ``wandb sync``. Never raises for a W&B failure; never lets W&B prompt for a
+    login; leaves the environment as it found it (:data:`_CALL_ENV` is set for the call only).
 
     ``run_id``: default :func:`run_id_for(out, config_hash) <run_id_for>` (``config_hash``: default the hash of
     ``config``). The run is resumed (``resume="allow"``); after it is finished, older local run folders of the same
@@ -320,35 +335,56 @@ def log_run(
                 config=dict(config), id=run_id, resume="allow", reinit="create_new")
     note = None
     try:
-        out.mkdir(parents=True, exist_ok=True)  # W&B looks for a git repository from it: it must exist
-        try:
-            run = wandb.init(mode=mode, settings=_settings(wandb, init_timeout), **init)
-            if mode == "online" and (run.offline or run.disabled):  # a login prompt answered "offline" or timed out
-                run.finish()
-                raise RuntimeError("W&B did not start an online run (login declined or timed out)")
-        except Exception as err:  # noqa: BLE001
-            if mode != "online":
-                raise
-            log.info("W&B online start failed (%s: %s); logging offline", type(err).__name__, err)
-            # the failed start still holds the run id in W&B's service: a service this call started is stopped
-            # (the offline run starts a fresh one); a service that was running before is left alone
-            _leave_service_as_found(wandb, service_before)
-            run = wandb.init(mode="offline", settings=_settings(wandb, init_timeout), **init)
-            note = f"{type(err).__name__}: {err}"
-        folder = Path(run.dir).parent
-        try:
-            _log_views(wandb, run, table, leaderboard, figures, scalars, Path(out))
-        finally:
-            run.finish()
-        _remove_older_runs(out / "wandb", run_id, keep=folder)
+        with _call_environment(out / "wandb"):
+            try:
+                out.mkdir(parents=True, exist_ok=True)  # W&B looks for a git repository from it: it must exist
+                try:
+                    run = wandb.init(mode=mode, settings=_settings(wandb, init_timeout), **init)
+                    if mode == "online" and (run.offline or run.disabled):  # a login answered "offline", timed out
+                        run.finish()
+                        raise RuntimeError("W&B did not start an online run (login declined or timed out)")
+                except Exception as err:  # noqa: BLE001
+                    if mode != "online":
+                        raise
+                    # no key: W&B raises at once (it may not prompt here); no network: after init_timeout.
+                    # The failed start still holds the run id in W&B's service: a service this call started is
+                    # stopped (the offline run starts a fresh one); a service that was running before is left alone
+                    note = " ".join(f"{type(err).__name__}: {err}".split())  # one line
+                    log.debug("W&B online start failed (%s); logging offline", note)
+                    _leave_service_as_found(wandb, service_before)
+                    run = wandb.init(mode="offline", settings=_settings(wandb, init_timeout), **init)
+                folder = Path(run.dir).parent
+                os.environ[_DATA_ENV] = str(folder / "staging")  # the run's staged files: in its own folder
+                try:
+                    _log_views(wandb, run, table, leaderboard, figures, scalars, Path(out))
+                finally:
+                    run.finish()
+                _remove_older_runs(out / "wandb", run_id, keep=folder)
+            finally:
+                _leave_service_as_found(wandb, service_before)
     except Exception as err:  # noqa: BLE001  (the results are on disk; report and go on)
         return f"W&B logging ({mode}) failed: {type(err).__name__}: {err}"
-    finally:
-        _leave_service_as_found(wandb, service_before)
     if note is not None:
         return (f"W&B online logging failed ({note}); the run was logged offline to {folder}: upload it with "
                 f"`wandb sync {folder}`")
     return None
+
+
+@contextlib.contextmanager
+def _call_environment(wandb_dir: Path) -> Iterator[None]:
+    """:data:`_CALL_ENV` in ``os.environ`` (``{wandb}`` = ``wandb_dir``, made absolute) for the duration of the
+    block; each variable is restored afterwards (or removed, when it was not set), whatever W&B did to it."""
+    root = str(Path(wandb_dir).resolve())
+    saved = {key: os.environ.get(key) for key in _CALL_ENV}
+    try:
+        os.environ.update({key: value.format(wandb=root) for key, value in _CALL_ENV.items()})
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _settings(wandb: Any, init_timeout: float) -> Any:
