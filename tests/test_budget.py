@@ -60,3 +60,13 @@ def test_a_results_table_that_cannot_fit_in_memory_is_refused(monkeypatch):
     monkeypatch.setattr(budget, "available_memory", lambda: 2**30)
     with pytest.raises(budget.BudgetError, match=r"the results table would hold about [\d,]+ rows .* run\.seeds="):
         budget.check(_config(max_hours=0, seeds=10**6))
+
+
+def test_the_command_line_refuses_an_absurd_job_before_training_with_exit_2(salbench, tmp_path):
+    res = salbench("+experiment=smoke", "train.epochs=1000000000", "logger=disabled", "run.progress=false",
+                   f"train.cache_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path,
+                   timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "predicted to take" in res.stderr + res.stdout and "train.epochs" in res.stderr + res.stdout
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # nothing trained
+    assert not (tmp_path / "job" / "results.parquet").exists()

@@ -51,10 +51,11 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def check(cfg: MainConfig, est: dict[str, Any] | None = None) -> dict[str, Any]:
+def check(cfg: MainConfig, est: dict[str, Any] | None = None, data: Any = None) -> dict[str, Any]:
     """Raise :class:`BudgetError` when the job's predicted attribution and training time exceeds
     ``cfg.run.max_hours`` (0: no limit), or a memory-predictable setting cannot fit in the memory available; returns
-    the estimate (``est`` when given, else :func:`bench.cli.dry_run.estimate` of ``cfg``)."""
+    the estimate (``est`` when given, else :func:`bench.cli.dry_run.estimate` of ``cfg`` on ``data``, the job's
+    data set when it has loaded it)."""
     from bench.cli.dry_run import estimate
 
     run = cfg.run
@@ -62,7 +63,7 @@ def check(cfg: MainConfig, est: dict[str, Any] | None = None) -> dict[str, Any]:
     if not math.isfinite(max_hours) or max_hours < 0:
         raise BudgetError(f"run.max_hours={run.max_hours!r} is out of range; accepted: >= 0 (0: no limit)")
     _check_steps(cfg)
-    est = estimate(cfg) if est is None else est
+    est = estimate(cfg, data) if est is None else est
     seconds = est["seconds"] + est.get("train_seconds", 0.0)
     if max_hours and seconds > max_hours * 3600:
         worst = max(((t, m, p) for t, per in est["tests"].items() for m, p in per.items()), key=lambda x: x[2],

@@ -37,13 +37,14 @@ def _pass_rate(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3) -> flo
     return sorted(times)[len(times) // 2] / len(x)
 
 
-def estimate(cfg: MainConfig) -> dict[str, Any]:
+def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
     """The job's passes per test and method (per sample and in all) and the predicted seconds.
 
     Returns ``{"tests": {test: {method: passes per sample}}, "passes": total passes, "seconds_per_pass": measured
     (float32), "seconds": predicted (the invariance test's passes at the float64 rate when it runs in float64),
     "n_samples": ..., "stages": {mode: K}, "train_passes": ..., "train_seconds": (training, as if not cached),
-    "specs": the method specs, "input_numel": elements of one input}``."""
+    "specs": the method specs, "input_numel": elements of one input}``. ``data``: the job's data set, when it
+    has loaded it (else loaded here)."""
     from bench.core.cost import invariance_passes, randomization_passes, total
     from bench.core.data import load_dataset
     from bench.core.explain import method_specs
@@ -51,7 +52,9 @@ def estimate(cfg: MainConfig) -> dict[str, Any]:
     from bench.randomization.units import units
 
     d, run = cfg.data, cfg.run
-    data = load_dataset(d.name, encoding=d.encoding, seed=d.seed, root=d.root, download=d.download, n_test=d.n_test)
+    if data is None:  # the job passes the data it loaded
+        data = load_dataset(d.name, encoding=d.encoding, seed=d.seed, root=d.root, download=d.download,
+                            n_test=d.n_test)
     model = create_model(cfg.model.name, data.input_shape, data.num_classes, **dict(cfg.model.kwargs)).eval()
     model.to(run.device)
     specs = method_specs(cfg.method)

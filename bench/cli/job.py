@@ -1,14 +1,22 @@
 """One benchmark job from the typed config (:class:`bench.cli.config.MainConfig`): no Hydra here.
 
-Order of work, so that nothing computed is lost: data and model; the input-invariance test; the
-randomization tests; the results table written atomically (``results.parquet``); figures; the
-leaderboard logged; W&B last. Method failures are recorded and the other methods go on; the job's
-record (``job.json``) holds the status, the config hash and every error with its traceback.
+Order of work, so that nothing computed is lost: the job folder's lock (``job.lock``: one writer per folder,
+:mod:`bench.cli.lock`); data and model; the input-invariance test; the randomization tests, chunk by chunk
+(:mod:`bench.cli.stream`); the results table assembled only when every chunk of the plan is there, never replacing
+a table of the same configuration by a shorter one, and written atomically (``results.parquet``); figures; the
+leaderboard logged; W&B last. Method failures are recorded and the other methods go on; the job's record
+(``job.json``) holds the status (``running``, ``ok``, ``failed``, ``interrupted``), the config hash and every error
+with its traceback.
+
+Resuming: a job stopped by SIGINT/SIGTERM is marked ``interrupted`` (its finished chunks are kept); one killed after
+its ``results.parquet`` was written reuses that table (its rows and SHA-256 are recorded in ``job.json`` as it
+replaces the old one, a signal cannot split the two) instead of computing it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -23,15 +31,18 @@ from tqdm.auto import tqdm
 
 from bench._io import atomic_write
 from bench.cli.config import MainConfig
-from bench.cli.stream import Parts, chunks, release_memory
-from bench.core.results import RESULTS_FILE, concat, config_hash, write_table
+from bench.cli.lock import Interrupted, JobLock, deferred, signals_raise
+from bench.cli.stream import PARTS_DIR, Parts, chunks, release_memory
+from bench.core.results import RESULTS_FILE, config_hash, write_table
 
-__all__ = ["run", "job_hash", "is_done", "JOB_FILE", "as_dict"]
+__all__ = ["run", "job_hash", "is_done", "JOB_FILE", "as_dict", "ResultsWouldShrink"]
 
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
-_VOLATILE = ("logger", "run.progress", "run.figures", "run.device", "run.keep_maps")  # do not change the results
+_STAGED = ".results.parquet.staged"  # the assembled table before it replaces results.parquet
+_VOLATILE = ("logger", "run.progress", "run.figures", "run.device", "run.keep_maps",  # do not change the results
+             "run.max_hours")
 TESTS = ("invariance", "randomization")
 
 
@@ -56,6 +67,7 @@ def job_hash(config: MainConfig) -> str:
 _NOT_RESULTS = ("train.cache_dir", "train.use_cache", "train.min_test_acc", "data.root", "data.download", "run.name",
                 "run.tests",
                 "run.batch_size", "run.chunk_size", "run.device", "run.progress", "run.figures", "run.keep_maps",
+                "run.max_hours",
                 "invariance.ssim_threshold", "invariance.tolerance")
 
 
@@ -99,43 +111,183 @@ def row_config(config: MainConfig, experiment: str, method: str, condition: str)
 
 
 def is_done(out: str | os.PathLike, chash: str) -> bool:
-    """Whether ``out`` already holds a finished job with this config hash (resume after a crash)."""
+    """Whether ``out`` already holds a finished job with this config hash (resume after a crash): its record is ok
+    and its ``results.parquet`` holds as many rows as the record says (a table overwritten by a shorter one is not
+    done)."""
     out = Path(out)
     try:
         record = json.loads((out / JOB_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return record.get("status") == "ok" and record.get("config_hash") == chash and (out / RESULTS_FILE).exists()
+    if not (record.get("status") == "ok" and record.get("config_hash") == chash and (out / RESULTS_FILE).exists()):
+        return False
+    return record.get("rows") is None or _n_rows(out / RESULTS_FILE) == record["rows"]
 
 
 def _write_record(out: Path, record: dict) -> None:
-    atomic_write(out / JOB_FILE, json.dumps(record, indent=2, default=str))
+    with deferred():
+        atomic_write(out / JOB_FILE, json.dumps(record, indent=2, default=str))
+
+
+def _read_record(out: Path) -> dict:
+    try:
+        record = json.loads((out / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+class ResultsWouldShrink(RuntimeError):
+    """The assembled table has fewer rows than the ``results.parquet`` of the same configuration already there."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _n_rows(path: Path) -> int | None:
+    """Rows of a Parquet file from its footer (None: no file, or not readable)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except Exception:  # noqa: BLE001  (pyarrow raises several types for a damaged file)
+        return None
+
+
+def _results_owner(out: Path, prior: dict) -> str | None:
+    """The config hash whose table ``out/results.parquet`` holds, as the previous record says (``"unknown"``
+    when a file is there but no record says whose it is; None when there is no file)."""
+    if not (out / RESULTS_FILE).exists():
+        return None
+    if "results_config_hash" in prior:
+        return prior["results_config_hash"] or "unknown"
+    if prior.get("status") == "ok" and prior.get("config_hash"):  # a record written before this field existed
+        return prior["config_hash"]
+    return "unknown"
 
 
 def run(config: MainConfig, out: str | os.PathLike, *, skip_done: bool = True, meta: dict | None = None) -> dict:
     """Run the job described by ``config`` into ``out``; returns its record (also ``out/job.json``).
 
     ``meta``: ``{"name": ..., "group": ...}`` for the W&B run (the CLI passes the job's overrides and the
-    sweep folder). A failure of the job is recorded (``status``, ``error``, ``traceback``), not raised."""
+    sweep folder). A failure of the job is recorded (``status``, ``error``, ``traceback``), not raised.
+
+    Raises :class:`bench.cli.lock.LockHeld` at once, touching nothing, when another live run holds the folder's
+    lock, and :class:`bench.cli.lock.Interrupted` on SIGINT/SIGTERM (in the main thread) after marking the record
+    ``interrupted``; the lock is released on every exit path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chash = job_hash(config)
+    with signals_raise():
+        with deferred():  # a signal while the lock is being taken: raised once it is held (then released)
+            lock = JobLock(out)
+            lock.acquire()
+        try:
+            return _run_locked(config, out, chash, skip_done, dict(meta or {}))
+        finally:
+            lock.release()
+
+
+def _run_locked(config: MainConfig, out: Path, chash: str, skip_done: bool, meta: dict) -> dict:
+    prior = _read_record(out)
     if skip_done and is_done(out, chash):
-        record = json.loads((out / JOB_FILE).read_text())
+        record = prior
         log.info("skipped: %s already holds the results of this config (%s)", out, chash)
         record["last_skipped"] = time.time()  # the end-of-sweep summary counts it as skipped
         _write_record(out, record)
         return {**record, "skipped": True}
+    if skip_done and prior.get("status") == "ok" and prior.get("config_hash") == chash:
+        n = _n_rows(out / RESULTS_FILE) if (out / RESULTS_FILE).exists() else None
+        log.warning("%s %s but its job.json records %s rows: computing the job again", out / RESULTS_FILE,
+                    f"holds {n} rows" if n is not None else "is missing or unreadable", prior.get("rows"))
+    if skip_done:
+        reused = _reuse(config, out, chash, prior, meta)
+        if reused is not None:
+            return reused
     record: dict[str, Any] = {"status": "running", "config_hash": chash, "started": time.time(), "errors": {},
                               "tracebacks": {}}
+    owner = _results_owner(out, prior)
+    if owner is not None:
+        record["results_config_hash"] = owner  # whose table results.parquet holds until this job replaces it
+    final = False  # the record's last write began: a signal after it changes nothing on disk
+    try:
+        _write_record(out, record)
+        try:
+            record.update(_run(config, out, chash, record, meta))
+            record["status"] = "failed" if record["errors"] else "ok"
+        except Exception as err:  # the job fails; a sweep goes on with its other jobs
+            log.error("job failed: %s: %s", type(err).__name__, err)
+            log.debug("traceback of the failed job", exc_info=True)
+            record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        record["seconds"] = round(time.time() - record["started"], 3)
+        final = True
+        _write_record(out, record)
+    except Interrupted as sig:
+        if not final:
+            _mark_interrupted(out, record, sig)
+        raise
+    return record
+
+
+def _mark_interrupted(out: Path, record: dict, sig: Interrupted) -> None:
+    """Record a job stopped by a signal (status ``interrupted``, the signal, how to resume) and log one line."""
+    if record.get("results_sha256"):
+        kept = f"its results are complete in {out / RESULTS_FILE} (the next run reuses them)"
+    else:
+        n = len(list((out / PARTS_DIR).glob("*.json")))
+        kept = f"{n} finished chunk(s) kept in {out / PARTS_DIR}"
+    record.update(status="interrupted", signal=sig.name, error=f"interrupted by {sig.name}",
+                  resume="run the same command again: finished chunks are kept and not computed again",
+                  seconds=round(time.time() - record["started"], 3))
+    _write_record(out, record)
+    log.warning("job interrupted by %s: %s; run the same command again to resume (record: %s)", sig.name, kept,
+                out / JOB_FILE)
+    sig.logged = True
+
+
+def _reuse(config: MainConfig, out: Path, chash: str, prior: dict, meta: dict) -> dict | None:
+    """A job of this config killed after its ``results.parquet`` was written (its record not yet ``ok``): if the
+    file is exactly the table it recorded (rows and SHA-256, written to ``job.json`` as the table replaced the old
+    file; the table was assembled only from a complete plan), mark it ok without computing it again, and redo the
+    cheap views (leaderboard, W&B; not the figures). None: nothing to reuse."""
+    path = out / RESULTS_FILE
+    if (prior.get("config_hash") != chash or prior.get("results_config_hash") != chash
+            or not prior.get("results_sha256") or prior.get("errors") or not path.exists()):
+        return None
+    rows = _n_rows(path)
+    if rows is None or rows != prior.get("rows") or _sha256(path) != prior["results_sha256"]:
+        return None
+    record = dict(prior)
+    record.pop("error", None)
+    record.pop("signal", None)
+    record.pop("resume", None)
+    record.pop("traceback", None)
+    record.update(status="running", reused_from=prior.get("started"), started=time.time())
+    log.info("reused: %s holds the complete results of this config (%d rows, as recorded when they were written; "
+             "the job had stopped before it was marked ok): not computed again", path, rows)
     _write_record(out, record)
     try:
-        record.update(_run(config, out, chash, record, dict(meta or {})))
-        record["status"] = "failed" if record["errors"] else "ok"
-    except Exception as err:  # the job fails; a sweep goes on with its other jobs
-        log.error("job failed: %s: %s", type(err).__name__, err)
-        log.debug("traceback of the failed job", exc_info=True)
-        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        from bench.core.results import read_table
+
+        table = read_table(path)
+        info = {k: prior[k] for k in ("model", "dataset", "test_acc", "train_acc", "min_test_acc", "premise", "rows",
+                                      "results") if k in prior}
+        notes = _views(config, out, table, {}, meta, path, None, info=info, chash=chash)  # no figures: no maps
+        record.update(notes)
+        if config.run.figures:
+            record["figures_note"] = "figures were not drawn again (the results were reused)"
+    except Interrupted as sig:
+        _mark_interrupted(out, record, sig)
+        raise
+    except Exception as err:  # noqa: BLE001  (a view: the results are on disk)
+        log.warning("reused results: the views failed: %s: %s", type(err).__name__, err)
+    Parts(out, chash).remove()
+    record["status"] = "ok"
     record["seconds"] = round(time.time() - record["started"], 3)
     _write_record(out, record)
     return record
@@ -158,6 +310,9 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     for split in ("train", "test"):
         check_finite(data.split(split)[0], f"the {split} inputs of data set {data.name!r}")
     check_run(run, len(data.x_test))
+    from bench.cli.budget import check as check_budget
+
+    check_budget(cfg, data=data)  # an absurd job (time, memory) is refused before any work
     model_kw = dict(cfg.model.kwargs)
     mc = cfg.model
     norm = normalization(mc.normalize, mc.mean, mc.std, data=data, model_name=mc.name, pretrained=mc.pretrained)
@@ -191,6 +346,10 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     # whole batches per chunk: a method that seeds its noise per call (SmoothGrad) then sees the same batches
     # whatever the chunk size, so chunking never changes a score
     spans = chunks(run.n_samples, -(-run.chunk_size // run.batch_size) * run.batch_size)
+    # the plan: every test x condition x chunk span that this job writes; the table is assembled from all of them
+    units = ([("invariance", "all")] if "invariance" in run.tests and cfg.transform and specs else []) + \
+        ([("randomization", label) for label in cfg.randomization] if "randomization" in run.tests and specs else [])
+    plan = [Parts.key(test, condition, start) for test, condition in units for start, _ in spans]
     bar = tqdm(total=run.n_samples * _n_tests(cfg, specs), desc="samples", unit="sample", disable=not run.progress)
 
     def chunked(test: str, condition: str, experiment) -> None:
@@ -257,20 +416,43 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
 
             chunked("randomization", label, randomization)
     bar.close()
-    frames = [parts.collect()]
+    table = parts.collect(plan)  # every chunk of the plan, or an error naming the missing ones
 
-    table = concat(frames)
     if len(table):  # each row's config_hash: the configuration that produced it (never pooled with another one)
         keys = table[["experiment", "method", "condition"]].drop_duplicates().itertuples(index=False)
         configs = {tuple(k): row_config(cfg, *k) for k in keys}
         hashes = {k: config_hash(c) for k, c in configs.items()}
         table["config_hash"] = [hashes[k] for k in zip(table.experiment, table.method, table.condition, strict=True)]
         record["row_configs"] = {hashes[k]: c for k, c in configs.items()}
-    path = write_table(table, out)  # results first: figures and loggers are views of this table
+    path = _replace_results(table, out, chash, record, summary)  # results first: figures and loggers are views
     parts.remove()
-    summary["results"] = str(path)
-    summary["rows"] = len(table)
     return {**summary, **_views(cfg, out, table, results, meta, path, model, info=summary, chash=chash)}
+
+
+def _replace_results(table: pd.DataFrame, out: Path, chash: str, record: dict, summary: dict) -> Path:
+    """Write ``table`` as ``out/results.parquet``: refused (:class:`ResultsWouldShrink`) when the file there holds
+    more rows of this configuration (or of an unknown one); the record notes the new file's rows and SHA-256 as it
+    replaces the old one (a signal cannot split the two), so that a job killed after this reuses the file."""
+    path = out / RESULTS_FILE
+    owner = record.get("results_config_hash")
+    if path.exists() and owner in (chash, "unknown"):
+        old = _n_rows(path)
+        if old is not None and old > len(table):
+            raise ResultsWouldShrink(
+                f"{path} holds {old:,} rows of {'this configuration' if owner == chash else 'an unknown job'}; the "
+                f"table assembled now has {len(table):,}: not replacing it with fewer rows (the new run's errors are "
+                f"in job.json). To start over, remove {path} or use another folder")
+    staged = write_table(table, out, name=_STAGED)
+    try:
+        sha = _sha256(staged)
+        with deferred():
+            os.replace(staged, path)
+            summary.update(results=str(path), rows=len(table))
+            record.update(summary, results_sha256=sha, results_config_hash=chash)
+            _write_record(out, record)
+    finally:
+        staged.unlink(missing_ok=True)
+    return path
 
 
 def _n_tests(cfg: MainConfig, specs: list) -> int:

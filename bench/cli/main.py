@@ -10,7 +10,10 @@ and runs nothing.
 
 Exit status: 0 every job ok; 1 a job failed (a single run whose methods failed, or any failed job of a sweep:
 its ``job.json`` says why); 2 bad input or a crash before results (a config error, a data set that cannot be
-loaded, a model below the quality bar, ...: the message names it).
+loaded, a model below the quality bar, ...: the message names it), or a job folder in use by another run (its lock,
+:mod:`bench.cli.lock`: refused at once, before any work; a sweep stops there); 130 / 143 stopped by SIGINT / SIGTERM
+(the running job's ``job.json`` says ``interrupted``, its finished chunks are kept, a sweep writes its summary:
+run the same command again to resume).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bench.cli.config import register_configs
+from bench.cli.lock import Interrupted, LockHeld, signals_raise
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
         report(config)
         return
-    record = run(config, _output_dir(), meta=_wandb_meta(config.run.name))
+    try:
+        record = run(config, _output_dir(), meta=_wandb_meta(config.run.name))
+    except LockHeld as err:  # another run writes this folder: touch nothing, stop (a sweep too)
+        sys.stderr.write(f"Refused: {err}{' The sweep stops here.' if _is_multirun() else ''}\n")
+        sys.exit(2)
     if record["status"] != "ok":
         log.error("job %s: %s (record: %s)", record["status"],
                   record.get("error") or "; ".join(record.get("errors", {})), _output_dir() / "job.json")
@@ -105,13 +113,19 @@ def main() -> None:
         sys.argv.remove("--dry-run")
         sys.argv.append("hydra.output_subdir=null")
     try:
-        _hydra_main()
+        with signals_raise():  # SIGINT/SIGTERM: the job marks itself interrupted and releases its lock
+            _hydra_main()
     except SystemExit as exit_:
         if exit_.code == 1 and not _STATE["job_started"]:
             sys.exit(2)  # Hydra could not compose the config: bad input
         raise
+    except Interrupted as sig:  # Hydra lets a KeyboardInterrupt through: one line, no traceback
+        stopped = sweep.interrupted(sig.name)  # a multi-run: its summary (the job that ran counts as interrupted)
+        if not sig.logged and stopped is None:
+            log.warning("interrupted by %s%s", sig.name, "" if _STATE["job_started"] else " (before any job ran)")
+        sys.exit(sig.exit_status)
     summary = sweep.last_summary()
-    if summary.get("failed") or summary.get("unreadable"):
+    if summary.get("failed") or summary.get("unreadable") or summary.get("interrupted"):
         sys.exit(1)
 
 
