@@ -3,7 +3,9 @@
 Reads every ``results.parquet`` under the folders, prints the leaderboard as Markdown and writes
 ``leaderboard.md``, ``leaderboard.csv`` and a self-contained ``leaderboard.html`` (inline CSS and script, the job
 folders' own PNG figures embedded) to ``--out`` (default: the first folder). A results file that cannot be read is
-skipped with a warning and listed in the outputs. Imports neither torch, zennit nor timm.
+skipped with a warning and listed in the outputs. CSV text cells are neutralized against spreadsheet formulas
+(:mod:`bench.reporting.safe_csv`); ``--compare A B`` writes ``compare_<A>_<B>.csv`` inside ``--out`` whatever the
+method names hold (:func:`~bench.reporting.safe_csv.safe_file_part`). Imports neither torch, zennit nor timm.
 
 Exit status: 0 when the leaderboard was written; 2 on bad input (a folder that does not exist, no readable results,
 an unknown option value such as a ``--rank-by`` column or ``--metric``, an output folder that cannot be written),
@@ -19,9 +21,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench._io import atomic_write
 from bench.reporting.leaderboard import DEFAULT_METRIC, compare_methods, load_leaderboard
 from bench.reporting.render import FORMATS, comparison_markdown, to_markdown, write_leaderboard
+from bench.reporting.safe_csv import safe_file_part, write_csv
 from bench.reporting.sweep_files import find_failed_jobs, load_results, read_row_configs
 
 __all__ = ["main", "add_build_options", "build_kwargs"]
@@ -68,6 +70,15 @@ def build_kwargs(args: argparse.Namespace) -> dict:
                 min_drop=args.min_drop)
 
 
+def compare_path(out: Path, a: str, b: str) -> Path:
+    """``out/compare_<a>_<b>.csv`` with the method names made plain file-name parts (no separator, no ``..``): the
+    file is always directly inside ``out``."""
+    path = out / f"compare_{safe_file_part(a)}_{safe_file_part(b)}.csv"
+    if path.parent != out or path.name in (".", ".."):  # cannot happen after safe_file_part; never write elsewhere
+        raise ValueError(f"--compare {a!r} {b!r}: no file name inside {out} can be made of them")
+    return path
+
+
 def _error(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return 2
@@ -101,7 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="passed (default), method, or a column name (prefix - for descending)")
     parser.add_argument("--no-figures", action="store_true", help="do not embed the PNG figures in the HTML")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
-                        help="also print (and write compare_A_B.csv) the paired difference A - B of every mean cell "
+                        help="also print (and write compare_A_B.csv in --out; names that are not plain file "
+                             "names are replaced) the paired difference A - B of every mean cell "
                              "with its 95%% interval and the probability that A is better")
     parser.add_argument("--rank-by", default=None, metavar="COLUMN",
                         help="add each method's rank by this mean column (1 = best) with a 95%% rank interval")
@@ -139,9 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         paths = write_leaderboard(lb, out, formats)
         if comparison is not None:
-            a, b = args.compare
-            paths["compare"] = atomic_write(out / f"compare_{a}_{b}.csv",
-                                            lambda tmp: comparison.to_csv(tmp, index=False))
+            paths["compare"] = write_csv(comparison, compare_path(out, *args.compare))
     except OSError as err:
         return _error(f"cannot write to {out}: {err}")
     if comparison is not None:

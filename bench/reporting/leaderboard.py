@@ -26,6 +26,13 @@ Columns (the CSV's names; the CSV is also the baseline format of ``salbench-chec
   and the whole model), ``rand/M/K/repeat`` (the repeatability control: a second map of the unchanged model),
   ``rand/M/K/auc`` (mean over stages) and ``rand/M/verdict``: ``pass``, ``fail``, ``input-dominated`` or
   ``inconclusive`` by the rule of :mod:`bench.reporting.aggregate`.
+- ``nonfinite`` (last): the cells of the row whose per-sample scores are not all finite, each with its counts
+  (``inv/mean_shift/ssim: 3 NaN of 32 samples; rand/cascading/ssim/last: 1 NaN, 1 inf of 32 samples``; missing
+  when every score is finite). A NaN score is legitimate where a score is undefined (the rank correlation of a constant
+  map): it is reported, never dropped, and left out of the cell's mean and interval. An infinite score never is:
+  it is left out the same way (an ``inf`` never enters a mean or a verdict; only the exactness distance
+  ``max_rel_diff`` of a zero map may be infinite) and every renderer marks such cells; ``salbench-check`` fails on
+  them (:mod:`bench.reporting.check`).
 
 Thresholds
 ----------
@@ -55,6 +62,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +71,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.core.scores import RANDOMIZATION_SCORE, get_score
+from bench.core.scores import EXACTNESS_SCORE, RANDOMIZATION_SCORE, get_score
 from bench.reporting.aggregate import (
     INCONCLUSIVE,
     INPUT_DOMINATED,
@@ -74,6 +82,7 @@ from bench.reporting.aggregate import (
     randomization_verdicts,
 )
 from bench.reporting.cells import (
+    _cell_samples,
     better_is_higher,
     bootstraps,
     intervals,
@@ -107,6 +116,9 @@ __all__ = [
     "DEFAULT_METRIC",
     "KEY",
     "COUNT_COLUMNS",
+    "NONFINITE_COLUMN",
+    "format_nonfinite",
+    "parse_nonfinite",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,6 +131,9 @@ COUNT_COLUMNS = ["passed", "tests"]
 SUMMARY_COLUMNS = ["invariance", "randomization"]
 SHIFT_ORDER = ("mean_shift", "checkerboard", "adversarial_image")
 MODE_ORDER = ("cascading", "bottom_up", "independent", "labels")
+#: the board's note column: per row, the cells whose per-sample scores are not all finite (module docstring)
+NONFINITE_COLUMN = "nonfinite"
+NONFINITE_KINDS = ("NaN", "inf")
 
 
 def _ordered(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
@@ -168,6 +183,70 @@ def _inv_verdict(ssim: float, invariant: bool, exact: bool) -> str:
     if ssim is None or math.isnan(ssim):
         return NA
     return PASS if invariant else FAIL
+
+
+# -- non-finite per-sample scores: counted per cell, left out of the means, written in the note column ---------------
+
+def _nonfinite_cells(table: pd.DataFrame, metric: str) -> dict[tuple[str, str, str], dict[str, int]]:
+    """``{(model, method, column): {"NaN": k, "inf": j, "n": n}}`` for every mean cell of the board (the per-sample
+    values of :func:`bench.reporting.cells._cell_samples`, the same that feed its mean and interval) with at least
+    one non-finite per-sample score; ``n`` = the cell's per-sample values (samples x seeds; for ``auc`` a sample
+    counts when any of its stages is not finite). ``table``: with its model labels."""
+    scores = pd.to_numeric(table["score"], errors="coerce").to_numpy(dtype=np.float64)
+    out: dict[tuple[str, str, str], dict[str, int]] = {}
+    for kind, flag in zip(NONFINITE_KINDS, (np.isnan(scores), np.isinf(scores)), strict=True):
+        if not flag.any():
+            continue
+        cells = _cell_samples(table.assign(score=flag.astype(np.float64)), metric)
+        cells = cells.assign(bad=cells["score"] > 0)
+        counts = cells.groupby(["model", "method", "column"], sort=False)["bad"].agg(["sum", "size"])
+        for key, bad, n in zip(counts.index, counts["sum"], counts["size"], strict=True):
+            if bad:
+                out.setdefault(tuple(key), {"n": int(n)})[kind] = int(bad)
+    return out
+
+
+def _finite_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with infinite scores as NaN (left out of every mean and verdict, as NaN is), except the exactness
+    distance of the invariance rows (``max|a - b| / max|a|`` of a zero map is infinite: not exact, rightly)."""
+    score = pd.to_numeric(table["score"], errors="coerce")
+    inf = np.isinf(score.to_numpy(dtype=np.float64))
+    if not inf.any():
+        return table
+    legit = ((table["experiment"] == INVARIANCE) & (table["metric"] == EXACTNESS_SCORE)).to_numpy()
+    return table.assign(score=score.mask(inf & ~legit))
+
+
+def format_nonfinite(cells: Mapping[str, Mapping[str, int]]) -> str:
+    """The note of one row: ``{column: {"NaN": k, "inf": j, "n": n}}`` -> ``"col: k NaN, j inf of n samples; ..."``
+    (``""`` when empty); :func:`parse_nonfinite` reads it back."""
+    items = []
+    for column, c in cells.items():
+        kinds = ", ".join(f"{c[k]} {k}" for k in NONFINITE_KINDS if c.get(k))
+        if kinds:
+            items.append(f"{column}: {kinds} of {c['n']} samples")
+    return "; ".join(items)
+
+
+_NOTE_ITEM = re.compile(r"^(?P<column>.+): (?P<kinds>\d+ (?:NaN|inf)(?:, \d+ (?:NaN|inf))*) of (?P<n>\d+) samples$")
+
+
+def parse_nonfinite(text: Any) -> dict[str, dict[str, int]]:
+    """The inverse of :func:`format_nonfinite` (a missing or empty note: ``{}``). Raises ``ValueError`` naming the
+    part that is not a note."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or not str(text).strip():
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for item in str(text).split("; "):
+        m = _NOTE_ITEM.match(item.strip())
+        if m is None:
+            raise ValueError(f"{NONFINITE_COLUMN!r} note {item!r} is not '<column>: <k> NaN, <j> inf of <n> samples'")
+        cell = {"n": int(m["n"])}
+        for part in m["kinds"].split(", "):
+            k, kind = part.split(" ")
+            cell[kind] = int(k)
+        out[m["column"]] = cell
+    return out
 
 
 def compare_methods(table: pd.DataFrame, a: str, b: str, *, metric: str = DEFAULT_METRIC,
@@ -232,6 +311,8 @@ def build_leaderboard(
     ssim_threshold = get_score("ssim").invariant_at if ssim_threshold is None else ssim_threshold
     tolerance = get_score("max_rel_diff").invariant_at if tolerance is None else tolerance
     table = _model_labels(table, configs)
+    nonfinite = _nonfinite_cells(table, randomization_metric)
+    table = _finite_scores(table)
     inv_t = table[table["experiment"] == INVARIANCE]
     rand_t = table[table["experiment"] == RANDOMIZATION]
     keys = pd.concat([inv_t[KEY], rand_t[KEY]]).drop_duplicates()
@@ -297,6 +378,9 @@ def build_leaderboard(
         for i, suffix in enumerate(("", "_lo", "_hi")):
             board[f"rank/{rank_by}{suffix}"] = [t[i] for t in triples]
 
+    board[NONFINITE_COLUMN] = [
+        format_nonfinite({c: nonfinite[(m, k, c)] for c in board.columns if (m, k, c) in nonfinite}) or None
+        for m, k in zip(board.model, board.method, strict=True)]
     per_test = board[shift_cols + mode_cols]
     board.insert(2, "passed", per_test.isin(PASSING).sum(axis=1).astype("int64"))
     board.insert(3, "tests", (per_test != NA).sum(axis=1).astype("int64"))

@@ -19,7 +19,8 @@ import pandas as pd
 
 from bench._io import atomic_write
 from bench.reporting.cells import inv_column, rand_column
-from bench.reporting.leaderboard import EXACT, FAIL, NA, PASS, Leaderboard
+from bench.reporting.leaderboard import EXACT, FAIL, NA, NONFINITE_COLUMN, PASS, Leaderboard, parse_nonfinite
+from bench.reporting.safe_csv import write_csv
 from bench.reporting.sweep_files import Figure, describe_figures
 
 __all__ = ["to_markdown", "to_html", "write_leaderboard", "read_leaderboard_csv", "comparison_markdown",
@@ -85,6 +86,36 @@ def _cell(board: pd.DataFrame, row: pd.Series, col: str) -> str:
             return f"{value:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
         return f"{value:{fmt}}"
     return str(value)
+
+
+#: the mark of a cell whose per-sample scores are not all finite (the board's ``nonfinite`` note column)
+NONFINITE_MARK = "*"
+NONFINITE_NOTE = (f"Cells marked {NONFINITE_MARK} hold non-finite per-sample scores (NaN: undefined, e.g. the rank "
+                  "correlation of a constant map; inf: never legitimate), left out of the cell's mean and interval:")
+
+
+def _nonfinite(row: pd.Series) -> dict[str, dict[str, int]]:
+    """The row's cells with non-finite per-sample scores, read from its note (``{}`` without one)."""
+    try:
+        return parse_nonfinite(row.get(NONFINITE_COLUMN))
+    except ValueError:
+        return {}
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    kinds = ", ".join(f"{counts[k]} {k}" for k in ("NaN", "inf") if counts.get(k))
+    return f"{kinds} of {counts['n']} samples"
+
+
+def _marked(text: str) -> str:
+    """``text`` of a cell with the non-finite mark after its value (before the interval)."""
+    value, bracket, interval = text.partition(" [")
+    return f"{value}{NONFINITE_MARK}{bracket}{interval}"
+
+
+def _nonfinite_lines(rows: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """``(method, column, counts text)`` of every marked cell of ``rows`` (one model's rows)."""
+    return [(str(r["method"]), col, _counts_text(c)) for _, r in rows.iterrows() for col, c in _nonfinite(r).items()]
 
 
 def _legend(settings: dict) -> str:
@@ -160,8 +191,15 @@ def to_markdown(lb: Leaderboard | pd.DataFrame) -> str:
     groups = _groups(board)
     headers = ["method"] + [f"{g}: {sub}" if g else sub for g, cols in groups for _, sub in cols]
     for model, rows in board.groupby("model", sort=True):
-        body = [[r["method"]] + [_cell(board, r, c) for _, cols in groups for c, _ in cols] for _, r in rows.iterrows()]
+        body = []
+        for _, r in rows.iterrows():
+            marks = _nonfinite(r)
+            body.append([r["method"]] + [_marked(_cell(board, r, c)) if c in marks else _cell(board, r, c)
+                                         for _, cols in groups for c, _ in cols])
         lines += [f"## {model}", "", tabulate(body, headers, tablefmt="github", disable_numparse=True), ""]
+        notes = _nonfinite_lines(rows)
+        if notes:
+            lines += [NONFINITE_NOTE, ""] + [f"- {m} / {col}: {what}" for m, col, what in notes] + [""]
     if not len(board):
         lines += ["No results.", ""]
     if lb.skipped:
@@ -184,6 +222,7 @@ th[aria-sort=ascending]::after{content:" \\25B2";font-size:.7em}
 th[aria-sort=descending]::after{content:" \\25BC";font-size:.7em}
 td.method,td.text{text-align:left}span.ci{font-size:.85em;color:#555}div.scroll{overflow-x:auto;max-width:100%}
 td.method{font-weight:600}.pass{background:#d8f0d8}.exact{background:#b5e3b5}
+span.nonfinite::after{content:"*";color:#b00000;font-weight:600}
 .fail{background:#f6d2d2}.na{color:#999}p.legend{max-width:60em;color:#444}
 p.meta{color:#444;margin:-.5em 0 1.5em}p.meta span+span::before{content:" \\00B7  "}
 figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:100%}figure img{max-width:100%}
@@ -313,15 +352,23 @@ def _board_html(board: pd.DataFrame) -> list[str]:
                 "<tr>" + "".join(head1) + "</tr>", "<tr>" + "".join(head2) + "</tr>", "</thead><tbody>"]
         for _, r in rows.iterrows():
             cells = [f"<td class='method'>{esc(str(r['method']))}</td>"]
+            marks = _nonfinite(r)
             for _, cols in groups:
                 for c, _ in cols:
                     text = _cell(board, r, c)
                     cls = _html_class(text)
                     value, bracket, interval = text.partition(" [")
-                    body = esc(value) + (f" <span class='ci'>[{esc(interval)}</span>" if bracket else "")
+                    # the mark is drawn by CSS: the cell's text (what the table sorts by) stays the number
+                    mark = (f"<span class='nonfinite' title='{esc(_counts_text(marks[c]))}'></span>"
+                            if c in marks else "")
+                    body = esc(value) + mark + (f" <span class='ci'>[{esc(interval)}</span>" if bracket else "")
                     cells.append(f"<td class='{cls}'>{body}</td>" if cls else f"<td>{body}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</tbody></table></div>")
+        notes = _nonfinite_lines(rows)
+        if notes:
+            out += [f"<p class='legend'>{esc(NONFINITE_NOTE)}</p>", "<ul class='nonfinite'>"]
+            out += [f"<li>{esc(m)} / {esc(col)}: {esc(what)}</li>" for m, col, what in notes] + ["</ul>"]
     return out
 
 
@@ -454,7 +501,7 @@ def write_leaderboard(lb: Leaderboard | pd.DataFrame, out: str | os.PathLike,
     for fmt in formats:
         path = out / f"{FILE_STEM}.{fmt}"
         if fmt == "csv":
-            atomic_write(path, lambda tmp: lb.board.to_csv(tmp, index=False))
+            write_csv(lb.board, path)  # text cells neutralized against spreadsheet formulas
         else:
             atomic_write(path, to_markdown(lb) if fmt == "md" else to_html(lb))
         paths[fmt] = path

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional  # noqa: UP035  (OmegaConf reads ShiftSpec as a config entry)
 
@@ -95,16 +96,77 @@ def adversarial_image(
     return m.clamp(-clip, clip).cpu()
 
 
+#: the config key of the custom shift's file (named in every error about it)
+CUSTOM_KEY = "transform.custom.path"
+
+
+def _custom_error(path: str | os.PathLike, what: str, shape: tuple[int, ...]) -> ValueError:
+    return ValueError(f"the custom shift file {path} ({CUSTOM_KEY}) {what}; accepted: a file written by "
+                      f"torch.save(tensor, path) holding one finite tensor of one input's shape {tuple(shape)} "
+                      "(or one that broadcasts to it)")
+
+
+def _load_error(err: BaseException) -> str:
+    """What was wrong with a file ``torch.load`` could not read, in words (never torch's advice to load it
+    unsafely)."""
+    import pickle
+
+    if isinstance(err, EOFError):
+        return "ends too early (truncated or damaged)"
+    if isinstance(err, pickle.UnpicklingError):
+        return ("holds Python objects other than tensors and numbers (e.g. a NumPy array or an object of a class), "
+                "which are not loaded: loading them could run arbitrary code")
+    if isinstance(err, RuntimeError) and "zip archive" in str(err):
+        return "is not a complete torch file (a damaged or truncated zip archive)"
+    return f"is not a torch file ({type(err).__name__})"
+
+
 def custom(path: str | os.PathLike, shape: tuple[int, ...]) -> Tensor:
-    """A shift stored with ``torch.save`` (a tensor broadcastable to ``C x H x W``)."""
+    """A shift stored with ``torch.save`` (a tensor broadcastable to ``C x H x W``; a list of numbers is read as
+    one). A file that is missing raises ``FileNotFoundError``; one that is empty, not a torch file, holds something
+    other than a tensor (or objects torch does not load safely) or has the wrong shape raises ``ValueError``; one
+    that holds NaN or inf raises :class:`~methods.registry.NonFiniteError`. Each names the file, the key
+    ``transform.custom.path`` and what is accepted."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"custom shift file {path} does not exist (save one with torch.save(tensor, path))")
-    m = torch.as_tensor(torch.load(path, map_location="cpu", weights_only=True)).float()
-    check_finite(m, f"the custom shift {path}", "; a shift must be finite everywhere")
+        raise FileNotFoundError(f"custom shift file {path} ({CUSTOM_KEY}) does not exist (save one with "
+                                "torch.save(tensor, path))")
+    if os.path.isdir(path):
+        raise _custom_error(path, "is a folder", shape)
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            raise _custom_error(path, "is empty (0 bytes)", shape)
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise _custom_error(path, "is a NumPy .npy file, not a torch file (convert it: "
+                                    "torch.save(torch.from_numpy(numpy.load(path)), path))", shape)
+        with warnings.catch_warnings():  # a plain pickle: torch warns about its protocol before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except ValueError:
+        raise
+    except OSError as err:
+        raise _custom_error(path, f"cannot be read ({err.strerror or err})", shape) from None
+    except Exception as err:  # noqa: BLE001  (torch.load raises many types; its message advises an unsafe load)
+        raise _custom_error(path, _load_error(err), shape) from None
+    if isinstance(obj, Tensor):
+        m = obj
+    else:
+        try:
+            m = torch.as_tensor(obj)
+        except (TypeError, ValueError, RuntimeError):
+            kind = type(obj).__name__
+            keys = f" with the keys {sorted(map(str, obj))[:5]}" if isinstance(obj, dict) else ""
+            raise _custom_error(path, f"holds a {kind}{keys}, not a tensor", shape) from None
+    if m.is_complex() or m.dtype == torch.bool:
+        raise _custom_error(path, f"holds a {m.dtype} tensor, not real numbers", shape)
+    m = m.float()
+    check_finite(m, f"the custom shift {path}", f"; a shift must be finite everywhere ({CUSTOM_KEY})")
     try:
         return m.expand(tuple(shape)).clone()
-    except RuntimeError as err:
-        raise ValueError(f"custom shift {path} has shape {tuple(m.shape)}; expected one input's shape {shape}") from err
+    except RuntimeError:
+        raise _custom_error(path, f"has shape {tuple(m.shape)}; expected one input's shape {tuple(shape)}",
+                            shape) from None
 
 
 @dataclass
@@ -150,6 +212,7 @@ def make_shift(spec: ShiftSpec, shape: tuple[int, ...], *, model: nn.Module | No
         return Affine(torch.full(tuple(shape), float(spec.scale)), torch.full(tuple(shape), float(spec.value)))
     if spec.kind == "custom":
         if spec.path is None:
-            raise ValueError("the custom shift needs `path`: a tensor file saved with torch.save")
+            raise ValueError(f"the custom shift needs `path` ({CUSTOM_KEY}=m.pt): a tensor file saved with "
+                             "torch.save(tensor, path)")
         return custom(spec.path, shape)
     raise ValueError(f"unknown shift kind {spec.kind!r}; accepted: {', '.join(KINDS)}")
