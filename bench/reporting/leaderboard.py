@@ -63,6 +63,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,9 +272,12 @@ def compare_methods(table: pd.DataFrame, a: str, b: str, *, metric: str = DEFAUL
             lo, hi = percentile_interval(diff[:, None])
             ok = np.isfinite(diff)
             wins = (diff[ok] > 0) if better_high else (diff[ok] < 0)
-            rows.append(dict(model=model, column=column, a=a, b=b, estimate_a=float(np.nanmean(da)),
-                             estimate_b=float(np.nanmean(db)), diff=float(np.nanmean(diff)), diff_lo=float(lo[0]),
-                             diff_hi=float(hi[0]), p_a_better=float(wins.mean()) if ok.any() else float("nan")))
+            with warnings.catch_warnings():  # a cell without any finite value: NaN estimates, no warning
+                warnings.simplefilter("ignore", RuntimeWarning)
+                means = [float(np.nanmean(v)) for v in (da, db, diff)]
+            rows.append(dict(model=model, column=column, a=a, b=b, estimate_a=means[0], estimate_b=means[1],
+                             diff=means[2], diff_lo=float(lo[0]), diff_hi=float(hi[0]),
+                             p_a_better=float(wins.mean()) if ok.any() else float("nan")))
     return pd.DataFrame(rows, columns=["model", "column", "a", "b", "estimate_a", "estimate_b", "diff", "diff_lo",
                                        "diff_hi", "p_a_better"])
 
