@@ -107,3 +107,39 @@ def test_load_or_train_cleans_stale_temporary_files_of_its_cache(tmp_path):
     load_or_train("paper_mlp", _data(), TrainConfig(epochs=0, cache_dir=str(tmp_path), min_test_acc=0.0),
                   model_kw={"hidden": 8}, progress=False)
     assert not stale.exists()
+
+
+_FULL_JOB_FOLDER = '''
+import errno, os
+_replace = os.replace
+def _full_replace(src, dst, *a, **k):
+    if str(dst).startswith(os.environ["FULL_FOLDER"]) and not str(dst).endswith((".hydra", ".yaml", ".log")):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return _replace(src, dst, *a, **k)
+os.replace = _full_replace
+'''
+
+
+def test_a_full_job_folder_stops_the_command_with_one_line_and_exit_2(salbench, tmp_path):
+    """End to end: every atomic write into the job folder fails for lack of space (os.replace patched through a
+    sitecustomize module): the job cannot write its chunks nor its record; the command names the path, exits 2 and
+    prints no traceback."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(_FULL_JOB_FOLDER)
+    job = tmp_path / "job"
+    os.environ["FULL_FOLDER"] = str(job)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path / "site"), old) if p)
+    try:
+        res = salbench("+experiment=smoke", "logger=disabled", "run.progress=false", "run.figures=false",
+                       f"hydra.run.dir={job}", cwd=tmp_path, timeout=300)
+    finally:
+        os.environ.pop("FULL_FOLDER")
+        if old is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = old
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "no space left to write" in res.stderr and str(job) in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (job / "results.parquet").exists()

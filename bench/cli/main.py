@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bench._io import DiskFullError
 from bench.cli.config import register_configs
 from bench.cli.lock import Interrupted, LockHeld, signals_raise
 
@@ -69,6 +70,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         record = run(config, _output_dir(), meta=_wandb_meta(config.run.name))
     except LockHeld as err:  # another run writes this folder: touch nothing, stop (a sweep too)
         sys.stderr.write(f"Refused: {err}{' The sweep stops here.' if _is_multirun() else ''}\n")
+        sys.exit(2)
+    except DiskFullError as err:  # not even the job's record could be written: say where, no traceback
+        sys.stderr.write(f"Stopped: {err.strerror}; the job's finished chunks are kept in {_output_dir()}\n")
         sys.exit(2)
     if record["status"] != "ok":
         log.error("job %s: %s (record: %s)", record["status"],
