@@ -121,6 +121,7 @@ def clean(tmp_path_factory):
     return _rows(root / "job"), ckpt
 
 
+@pytest.mark.slow  # three command-line runs in subprocesses: 10-20 s each on 2 cores
 def test_a_second_run_into_a_busy_folder_is_refused_at_once_and_the_first_completes(tmp_path, clean):
     rows, ckpt = clean
     out = tmp_path / "job"
@@ -154,6 +155,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_at_once_and_the_first_comple
     _assert_same_rows(_rows(out), rows)
 
 
+@pytest.mark.slow  # three command-line runs in subprocesses: 10-20 s each on 2 cores
 def test_sigint_mid_chunk_exits_130_marks_the_job_interrupted_and_a_rerun_completes(tmp_path, clean):
     rows, ckpt = clean
     out = tmp_path / "job"
@@ -183,6 +185,7 @@ def test_sigint_mid_chunk_exits_130_marks_the_job_interrupted_and_a_rerun_comple
     _assert_same_rows(_rows(out), rows)
 
 
+@pytest.mark.slow  # three command-line runs in subprocesses: 10-20 s each on 2 cores
 def test_sigterm_stops_a_sweep_with_143_and_its_summary_shows_the_interrupted_job(tmp_path, clean):
     _, ckpt = clean
     sweep = tmp_path / "sweep"
