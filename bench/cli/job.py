@@ -35,7 +35,8 @@ from bench.cli.lock import Interrupted, JobLock, deferred, signals_raise
 from bench.cli.stream import PARTS_DIR, Parts, chunks, release_memory
 from bench.core.results import RESULTS_FILE, config_hash, write_table
 
-__all__ = ["run", "job_hash", "is_done", "JOB_FILE", "as_dict", "ResultsWouldShrink"]
+__all__ = ["run", "job_hash", "row_config", "factory_sources", "is_done", "JOB_FILE", "as_dict",
+           "ResultsWouldShrink"]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,38 @@ def as_dict(config: MainConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
-def job_hash(config: MainConfig) -> str:
-    """Hash of everything that determines the results (not the logger, progress bars, figures or device)."""
+#: where the source hash of a ``package.module:factory`` model or data set goes in the job's and the rows' configs
+_SOURCE_KEYS = {"model": "model.source_sha256", "data": "data.source_sha256"}
+
+
+def factory_sources(config: MainConfig) -> dict[str, str]:
+    """``{"model.source_sha256": ..., "data.source_sha256": ...}``: the hash of the source file of a
+    ``package.module:factory`` model and data set (:func:`bench.core.models.factory_sha256`), where it can be read.
+    Never raises: a factory that cannot be imported is left out here (the job itself then fails naming it)."""
+    from bench.core.models import FactoryError, factory_sha256, is_factory_name
+
+    out: dict[str, str] = {}
+    for group, key in _SOURCE_KEYS.items():
+        name = getattr(config, group).name
+        if not is_factory_name(name):
+            continue
+        try:
+            sha = factory_sha256(name, f"{group}.name")
+        except FactoryError:
+            continue
+        if sha is not None:
+            out[key] = sha
+    return out
+
+
+def job_hash(config: MainConfig, sources: dict[str, str] | None = None) -> str:
+    """Hash of everything that determines the results (not the logger, progress bars, figures or device); for a
+    ``package.module:factory`` model or data set also the hash of its source (``sources``, default
+    :func:`factory_sources`), so that a job of an edited model is not taken for the old one's."""
     cfg = as_dict(config)
+    for key, sha in (factory_sources(config) if sources is None else sources).items():
+        group, leaf = key.split(".")
+        cfg[group][leaf] = sha
     for key in _VOLATILE:
         *parents, leaf = key.split(".")
         node = cfg
@@ -84,17 +114,38 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: json.dumps(node) if isinstance(node, list) else node}
 
 
-def row_config(config: MainConfig, experiment: str, method: str, condition: str) -> dict[str, Any]:
+def _data_root_is_content(name: str) -> bool:
+    """Whether ``data.root`` is the data set itself: an image folder, or a ``package.module:factory`` that takes
+    ``root``."""
+    if name in _FOLDER_DATA:
+        return True
+    from bench.core.models import FactoryError, import_factory, is_factory_name
+
+    if not is_factory_name(name):
+        return False
+    from bench.core.data import factory_keywords
+
+    try:
+        return "root" in factory_keywords(import_factory(name, "data.name"))
+    except FactoryError:
+        return True  # not importable now: keep the root (rows never pool wrongly)
+
+
+def row_config(config: MainConfig, experiment: str, method: str, condition: str,
+               sources: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything that determines the scores of the rows of one (experiment, method, condition), flattened
     (``train.lr``, ``method.params.n``, ``condition.mode`` ...): model, data, training recipe, samples and seed,
     the method's entry (``method.*``) and the shift's or randomization's entry (``condition.*``), and the
     invariance settings for invariance rows (without ``invariance.noise_level`` where the method sets its own
-    SmoothGrad noise: :func:`bench.experiments.invariance.sets_own_noise`). Its hash is the rows' ``config_hash``:
-    rows pool only when it is equal (:mod:`bench.reporting.leaderboard`)."""
+    SmoothGrad noise: :func:`bench.experiments.invariance.sets_own_noise`). A ``package.module:factory`` model or
+    data set adds the hash of its source file (``model.source_sha256``, ``data.source_sha256``; ``sources``, default
+    :func:`factory_sources`), so that the rows of an edited model never pool with the old ones. Its hash is the
+    rows' ``config_hash``: rows pool only when it is equal (:mod:`bench.reporting.leaderboard`)."""
     d = as_dict(config)
-    keep = {"data.root"} if d["data"]["name"] in _FOLDER_DATA else set()  # the folder is the data set
+    keep = {"data.root"} if _data_root_is_content(d["data"]["name"]) else set()  # the folder is the data set
     flat = {k: v for k, v in _flat({g: d[g] for g in ("model", "data", "train", "run")}).items()
             if k not in _NOT_RESULTS or k in keep}
+    flat.update(factory_sources(config) if sources is None else sources)
     entry = dict(d["method"].get(method) or {})
     if experiment == "input_invariance":
         from bench.experiments.invariance import sets_own_noise
@@ -296,7 +347,7 @@ def _reuse(config: MainConfig, out: Path, chash: str, prior: dict, meta: dict) -
 def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> dict:
     from bench.core.data import load_dataset
     from bench.core.explain import method_specs
-    from bench.core.models import normalization
+    from bench.core.models import SOURCE_KEY, normalization
     from bench.core.settings import check_run
     from bench.core.training import load_or_train, load_weights
     from methods.registry import check_finite
@@ -306,6 +357,7 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     if unknown:
         raise ValueError(f"unknown test(s) {sorted(unknown)} in run.tests; accepted: {', '.join(TESTS)}")
     torch.manual_seed(run.seed)
+    sources = factory_sources(cfg)  # the factories' source hashes, once: the checkpoint key and the rows' configs
     data = load_dataset(**dataclasses.asdict(cfg.data))
     for split in ("train", "test"):
         check_finite(data.split(split)[0], f"the {split} inputs of data set {data.name!r}")
@@ -314,6 +366,8 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
 
     check_budget(cfg, data=data)  # an absurd job (time, memory) is refused before any work
     model_kw = dict(cfg.model.kwargs)
+    if _SOURCE_KEYS["model"] in sources:  # in the checkpoint's key: an edited model never loads the old weights
+        model_kw[SOURCE_KEY] = sources[_SOURCE_KEYS["model"]]
     mc = cfg.model
     norm = normalization(mc.normalize, mc.mean, mc.std, data=data, model_name=mc.name, pretrained=mc.pretrained)
     if norm is not None:  # the model standardizes its own input: maps, shifts and bounds stay in pixel space
@@ -420,7 +474,7 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
 
     if len(table):  # each row's config_hash: the configuration that produced it (never pooled with another one)
         keys = table[["experiment", "method", "condition"]].drop_duplicates().itertuples(index=False)
-        configs = {tuple(k): row_config(cfg, *k) for k in keys}
+        configs = {tuple(k): row_config(cfg, *k, sources=sources) for k in keys}
         hashes = {k: config_hash(c) for k, c in configs.items()}
         table["config_hash"] = [hashes[k] for k in zip(table.experiment, table.method, table.condition, strict=True)]
         record["row_configs"] = {hashes[k]: c for k, c in configs.items()}

@@ -13,6 +13,9 @@ resized and center-cropped (:func:`bench.core.image_folder.image_folder`).
 Encodings map the [0, 1] pixel scale to another range; the input-invariance paper compares the
 [0, 1] and [-1, 0] encodings of the same digits.
 
+Your own data set: ``load_dataset("mypkg.data:factory")`` (``data.name=mypkg.data:factory``) calls a function of
+yours that returns a :class:`Dataset` (:func:`load_dataset` says which settings it receives and what is checked).
+
 The bundled sets are split by the harness (seeded, stratified); ``n_test`` (or ``test_fraction``) must leave every
 class at least one test and one training sample, otherwise :func:`load_dataset` raises ``ValueError`` naming the
 value, the data set and the accepted range.
@@ -376,6 +379,119 @@ def _channel_stats(name: str, mean: Sequence[float] | None, std: Sequence[float]
     return {"mean": m, "std": s}
 
 
+#: the ``DataConfig`` fields a ``package.module:factory`` data set receives as keyword arguments, where it names them
+FACTORY_FIELDS = ("seed", "n_test", "test_fraction", "root", "download", "encoding", "size", "resize", "grey",
+                  "max_per_class", "mean", "std")
+#: the value of a field that a factory not naming it may have (any other value is refused: it would be ignored)
+_UNSET = {"seed": 0, "download": False, "grey": False, "encoding": "unit"}
+
+
+def factory_keywords(factory) -> set[str]:
+    """The fields of :data:`FACTORY_FIELDS` that ``factory`` names as parameters (``**kwargs`` does not count)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (a C function): nothing is passed
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {n for n, p in params.items() if n in FACTORY_FIELDS and p.kind in kinds}
+
+
+def _check_factory_data(value: str, data) -> Dataset:
+    """``data`` returned by the factory ``value``: a :class:`Dataset` whose tensors fit together (float inputs with
+    one shape, integer labels in ``[0, num_classes)``, values within ``domain``), returned with float32 inputs and
+    int64 labels. Raises ``FactoryError``."""
+    from bench.core.models import FactoryError
+
+    key = f"data.name={value}"
+    if not isinstance(data, Dataset):
+        raise FactoryError(f"{key} returned a {type(data).__name__}, not a bench.core.data.Dataset; accepted: a "
+                           "function returning Dataset(name, x_train, y_train, x_test, y_test, num_classes, ...)")
+    fields = {}
+    for split in ("train", "test"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
+            raise FactoryError(f"{key}: x_{split} must be a floating-point tensor [N, *input_shape], got "
+                               f"{type(x).__name__}{tuple(x.shape) if isinstance(x, Tensor) else ''}"
+                               f"{' ' + str(x.dtype) if isinstance(x, Tensor) else ''}")
+        if not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool \
+                or y.dim() != 1 or len(y) != len(x):
+            raise FactoryError(f"{key}: y_{split} must be an integer tensor [N] with one label per input of x_{split} "
+                               f"({len(x)}), got {type(y).__name__}"
+                               f"{tuple(y.shape) if isinstance(y, Tensor) else ''}"
+                               f"{' ' + str(y.dtype) if isinstance(y, Tensor) else ''}")
+        fields[f"x_{split}"], fields[f"y_{split}"] = x.float(), y.long()
+    if fields["x_train"].shape[1:] != fields["x_test"].shape[1:]:
+        raise FactoryError(f"{key}: x_train inputs are {tuple(fields['x_train'].shape[1:])}, x_test inputs "
+                           f"{tuple(fields['x_test'].shape[1:])}: both splits need one input shape")
+    if len(fields["x_test"]) == 0:
+        raise FactoryError(f"{key}: the test split is empty; the tests explain test samples")
+    k = data.num_classes
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise FactoryError(f"{key}: num_classes={k!r}; accepted: an integer >= 2")
+    for split in ("train", "test"):
+        y = fields[f"y_{split}"]
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= k):
+            raise FactoryError(f"{key}: y_{split} holds labels {int(y.min())}..{int(y.max())}; accepted: 0..{k - 1} "
+                               f"(num_classes={k})")
+    try:
+        low, high = (float(v) for v in data.domain)
+    except (TypeError, ValueError) as err:
+        raise FactoryError(f"{key}: domain={data.domain!r}; accepted: a (low, high) pair of numbers") from err
+    if not (np.isfinite([low, high]).all() and high > low):
+        raise FactoryError(f"{key}: domain={data.domain!r}; accepted: finite low < high")
+    tol = 1e-6 * (high - low)
+    for split in ("train", "test"):
+        x = fields[f"x_{split}"]
+        if x.numel() and (float(x.min()) < low - tol or float(x.max()) > high + tol):  # NaN: named later, by name
+            raise FactoryError(f"{key}: x_{split} holds values in [{float(x.min()):.4g}, {float(x.max()):.4g}], "
+                               f"outside the data set's domain ({low:g}, {high:g}); set Dataset(domain=(low, high)) "
+                               "to the range the inputs can take (shifts, baselines and bounds are defined in it)")
+    if not isinstance(data.meta, dict):
+        raise FactoryError(f"{key}: meta is a {type(data.meta).__name__}; accepted: a dict")
+    name = data.name if isinstance(data.name, str) and data.name else value
+    return Dataset(name, fields["x_train"], fields["y_train"], fields["x_test"], fields["y_test"], int(k),
+                   str(data.encoding), (low, high), dict(data.meta))
+
+
+def _factory_dataset(value: str, settings: dict) -> Dataset:
+    """The data set of the factory ``value`` = ``package.module:factory`` (see :func:`load_dataset`)."""
+    from bench.core.models import FactoryError, import_factory
+
+    factory = import_factory(value, "data.name")
+    takes = factory_keywords(factory)
+    ignored = {k: v for k, v in settings.items() if k not in takes and v is not None and v != _UNSET.get(k)
+               and k not in ("encoding", "mean", "std")}
+    if ignored:
+        names = ", ".join(f"data.{k}={v!r}" for k, v in ignored.items())
+        raise FactoryError(f"data.name={value}: {names} is set, but the factory takes no "
+                           f"{'/'.join(ignored)} (it names: {', '.join(sorted(takes)) or 'none of them'}); accepted: "
+                           f"declare it as a parameter of the factory, or leave it unset. The factory receives the "
+                           f"fields {', '.join(FACTORY_FIELDS)} that it names")
+    kwargs = {k: v for k, v in settings.items() if k in takes}
+    try:
+        data = factory(**kwargs)
+    except Exception as err:  # the user's code: any exception, chained
+        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise FactoryError(f"data.name={value} raised {type(err).__name__}: {err} (called as "
+                           f"{value.partition(':')[2]}({args}))") from err
+    data = _check_factory_data(value, data)
+    encoding = settings["encoding"]
+    if "encoding" not in takes and encoding != "unit":  # the harness encodes the factory's [0, 1] inputs
+        if data.encoding != "unit" or data.domain != (0.0, 1.0):
+            raise FactoryError(f"data.name={value} returned data encoded as {data.encoding!r} in {data.domain}; "
+                               f"data.encoding={encoding!r} needs inputs in [0, 1] (encoding 'unit'), or a factory "
+                               "that takes encoding and applies it itself")
+        data.x_train, data.domain = encode(data.x_train, encoding)
+        data.x_test, _ = encode(data.x_test, encoding)
+        data.encoding = encoding if isinstance(encoding, str) else f"[{data.domain[0]:g},{data.domain[1]:g}]"
+    mean, std = settings["mean"], settings["std"]
+    if not ({"mean", "std"} & takes) and (mean is not None or std is not None):  # recorded for model.normalize
+        data.meta.update(_channel_stats(data.name, mean, std, int(data.x_test.shape[1])))
+    return data
+
+
 def load_dataset(
     name: str = "mnist_bundled",
     *,
@@ -399,7 +515,7 @@ def load_dataset(
         name: ``mnist_bundled``, ``breast_cancer``, ``signals``, ``tokens`` (shipped or generated: ``root`` and
             ``download`` are ignored), ``mnist``, ``cifar10`` (torchvision's own train/test split from
             ``data_dir(root)``; ``n_test``/``test_fraction`` must be ``None``), ``image_folder`` or ``imagenet``
-            (read from ``root``, see :func:`image_folder`).
+            (read from ``root``, see :func:`image_folder`), or ``package.module:factory`` (your own: see below).
         encoding: a name of :data:`ENCODINGS` or a ``(low, high)`` pair; maps the [0, 1] pixels (``tokens``: ids,
             no encoding).
         seed: the seed of the harness's splits.
@@ -412,17 +528,34 @@ def load_dataset(
             a model that normalizes its input (:func:`bench.core.models.normalization`); ``imagenet`` defaults to
             :data:`IMAGENET_MEAN`/:data:`IMAGENET_STD`.
 
+    Your own data, ``name="package.module:factory"``: the function is imported from ``PYTHONPATH`` or the current
+    directory (:func:`bench.core.models.import_factory`) and called with those of the fields :data:`FACTORY_FIELDS`
+    (``seed``, ``n_test``, ``test_fraction``, ``root``, ``download``, ``encoding``, ``size``, ``resize``, ``grey``,
+    ``max_per_class``, ``mean``, ``std``) that it names as parameters, as keyword arguments. A field it does not name
+    must stay unset (``None``; ``seed`` 0, ``download``/``grey`` false), else the call is refused rather than the
+    setting ignored; except that the harness applies ``encoding`` itself to data returned in [0, 1] (encoding
+    ``unit``), and records ``mean``/``std`` in ``meta``. It returns a :class:`Dataset` (float inputs of one shape
+    within its ``domain``, integer labels in ``[0, num_classes)``, a test split), checked here.
+
     Returns:
         a :class:`Dataset`: inputs ``float32[N, ...]`` in the encoding's ``domain``, labels ``int64[N]``.
 
     Raises:
+        FactoryError: (a ``ValueError``, :mod:`bench.core.models`) a factory that cannot be imported, that raised
+            (chained), returned something other than a :class:`Dataset` or a data set that does not fit together,
+            or that does not take a field that is set.
         ValueError: an unknown name or encoding, an ``n_test``/``test_fraction`` that cannot make a split (naming the
             value, the data set and the accepted range), image-folder options for another set, bad ``mean``/``std``.
         DatasetNotFoundError: torchvision files or an image folder that are not there.
         ImageFolderError: an image folder that cannot be read (:func:`image_folder`).
     """
+    if isinstance(name, str) and ":" in name:  # your own: package.module:factory
+        return _factory_dataset(name, dict(encoding=encoding, seed=seed, root=root, download=download, n_test=n_test,
+                                           test_fraction=test_fraction, size=size, resize=resize, grey=grey,
+                                           max_per_class=max_per_class, mean=mean, std=std))
     if name not in names():
-        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(names())}")
+        raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(names())}, or package.module:factory (your "
+                         "own function returning a bench.core.data.Dataset)")
     if name in _FOLDERS:
         from bench.core.image_folder import image_folder
 

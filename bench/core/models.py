@@ -1,6 +1,10 @@
 """Reference models by name: ``create_model("paper_mlp" | "small_cnn" | "timm:<name>", input_shape, num_classes)``.
 
-Adding a model is one function decorated with :func:`register_model` (training: :mod:`bench.core.training`).
+Adding a model is one function decorated with :func:`register_model` (training: :mod:`bench.core.training`), or,
+without touching this project, a factory of your own named by its import path: ``create_model("mypkg.net:factory",
+...)`` (``model.name=mypkg.net:factory`` on the command line), imported from ``PYTHONPATH`` and then the current
+directory (:func:`import_factory`); its source file's hash (:func:`factory_sha256`) keys checkpoints
+(:func:`with_source_hash`) and results, so an edited model is never taken for the old one.
 
 Preprocessing inside the model: ``create_model(..., normalize=(mean, std))`` puts a :class:`Normalize` in front of
 the network, so that the harness's inputs stay pixels in [0, 1] (before the data's encoding) and every saliency map
@@ -11,10 +15,15 @@ saves it, read with ``weights_only=True``).
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
 import logging
 import math
 import os
 import pickle
+import re
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["register_model", "create_model", "model_names", "Normalize", "add_normalize", "find_normalize",
-           "normalization", "load_checkpoint", "CheckpointError", "INPUT_NORMALIZE"]
+           "normalization", "load_checkpoint", "CheckpointError", "INPUT_NORMALIZE", "FactoryError",
+           "is_factory_name", "import_factory", "factory_sha256", "with_source_hash", "SOURCE_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +198,184 @@ def _timm_model(name: str, input_shape: tuple[int, ...], num_classes: int, pretr
         ) from err
 
 
+# ------------------------------------------------------------------ your own factory: ``package.module:factory``
+
+#: the keyword of :func:`create_model` (and of a checkpoint key's model arguments) that holds the hash of a factory's
+#: source (:func:`with_source_hash`); it is checked against the source and never passed to the factory
+SOURCE_KEY = "source_sha256"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class FactoryError(ValueError):
+    """A ``package.module:factory`` value of ``model.name`` / ``data.name`` that cannot be used: not an import path,
+    a module that is not found or fails to import, a missing or non-callable attribute, a factory that raised (its
+    exception chained) or returned the wrong type. Each message names the value, the config key and what is
+    accepted."""
+
+
+def is_factory_name(name: Any) -> bool:
+    """Whether ``name`` names a factory by its import path (``package.module:factory``): it holds a ``:`` and is not
+    a ``timm:<name>``."""
+    return isinstance(name, str) and ":" in name and not name.startswith("timm:")
+
+
+def _accepted(key: str) -> str:
+    if key == "data.name":
+        return "a data set's name or package.module:factory (a function returning a bench.core.data.Dataset)"
+    return ("a registered model, timm:<name>, or package.module:factory (a function (input_shape, num_classes, "
+            "**model.kwargs) returning a torch.nn.Module)")
+
+
+def _search_path() -> list[str]:
+    """The folders an import searches, as :func:`import_factory` sees them (``""``: the current directory)."""
+    cwd = os.getcwd()
+    seen: list[str] = []
+    for p in [*sys.path, cwd]:
+        full = os.path.abspath(p or cwd)
+        if full not in seen:
+            seen.append(full)
+    return seen
+
+
+def _import_module(value: str, key: str, module_name: str):
+    """Import ``module_name`` from ``sys.path`` (``PYTHONPATH`` included), then the current directory (appended to
+    ``sys.path`` for this import only, so that an installed package of the same name wins)."""
+    cwd = os.getcwd()
+    added = cwd not in {os.path.abspath(p or cwd) for p in sys.path}
+    if added:
+        sys.path.append(cwd)
+    try:
+        importlib.invalidate_caches()  # a module written after the path's folders were listed
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        missing = err.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise FactoryError(
+                f"{key}={value}: no module named {missing!r} on the import path (PYTHONPATH, then the current "
+                f"directory {cwd}); searched: {', '.join(_search_path())}. Accepted: {_accepted(key)}; run from the "
+                "folder that holds the package, or put that folder on PYTHONPATH") from err
+        raise FactoryError(f"{key}={value}: importing {module_name} failed: ModuleNotFoundError: {err} (a module "
+                           f"that {module_name} imports is missing)") from err
+    except Exception as err:  # a syntax error or any exception raised at import time: named, chained
+        raise FactoryError(f"{key}={value}: importing {module_name} failed: {type(err).__name__}: {err}") from err
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _callables(module: Any) -> list[str]:
+    """The module's public callables, those defined in it first."""
+    own, other = [], []
+    for name, obj in sorted(vars(module).items()):
+        if name.startswith("_") or not callable(obj):
+            continue
+        (own if getattr(obj, "__module__", None) == module.__name__ else other).append(name)
+    return own + other
+
+
+def import_factory(value: str, key: str = "model.name") -> Callable[..., Any]:
+    """The callable named by ``value`` = ``package.module:factory`` (the attribute may be dotted:
+    ``module:Class.build``).
+
+    The module is imported from ``sys.path`` (``PYTHONPATH`` included) and then from the current directory, as a
+    method's ``_target_`` is. ``key``: the config key that holds ``value`` (``model.name`` or ``data.name``), named in
+    the errors.
+
+    Raises :class:`FactoryError` (a ``ValueError``) naming the value, the key and what is accepted: not an import
+    path, no such module (with the folders searched), the module failing to import (chained), no such attribute
+    (a few of the module's callables listed), an attribute that is not callable.
+    """
+    module_name, sep, attr = str(value).partition(":")
+    if not sep or not all(_IDENTIFIER.fullmatch(p) for p in module_name.split(".")) \
+            or not all(_IDENTIFIER.fullmatch(p) for p in attr.split(".")):
+        raise FactoryError(f"{key}={value} is not an import path of a factory; accepted: {_accepted(key)}")
+    module = _import_module(value, key, module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as err:
+            where = getattr(module, "__file__", None) or module_name
+            names = _callables(module)
+            listed = f"its callables: {_few(names)}" if names else "it defines no public callables"
+            raise FactoryError(f"{key}={value}: module {module_name} ({where}) has no attribute {attr!r}; {listed}. "
+                               f"Accepted: {_accepted(key)}") from err
+    if not callable(obj):
+        raise FactoryError(f"{key}={value} is a {type(obj).__name__}, not a callable factory; accepted: "
+                           f"{_accepted(key)}")
+    return obj
+
+
+def _source_files(factory: Any, module_name: str) -> list[str]:
+    """The source files of the named module and of the module that defines ``factory`` (when another one)."""
+    files: list[str] = []
+    for mod in (sys.modules.get(module_name), inspect.getmodule(factory)):
+        try:
+            path = inspect.getsourcefile(mod) if mod is not None else None
+        except TypeError:  # a built-in module
+            path = None
+        if path and os.path.isfile(path) and os.path.abspath(path) not in files:
+            files.append(os.path.abspath(path))
+    return files
+
+
+def factory_sha256(value: str, key: str = "model.name") -> str | None:
+    """The hash (16 hex digits) of the source of the factory named ``value`` (``package.module:factory``): the bytes
+    of its module's file (``inspect.getsourcefile``), and of the file that defines the factory where that is another
+    module. Read from disk at each call, so that an edited file gives another hash. ``None`` where no source file can
+    be read (an extension module, a zip import): edits of it then go unnoticed.
+
+    Only these files are hashed: an edit to another module the factory imports is not seen (clear the checkpoint or
+    use ``train.use_cache=false``). Raises :class:`FactoryError` as :func:`import_factory`."""
+    factory = import_factory(value, key)
+    files = _source_files(factory, str(value).partition(":")[0])
+    if not files:
+        log.warning("%s=%s: no source file of the factory can be read; an edit of it will not be told from the "
+                    "original (checkpoints and results are keyed by its name and arguments only)", key, value)
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def with_source_hash(name: str, model_kw: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``model_kw`` with the factory's source hash under :data:`SOURCE_KEY`, for a ``package.module:factory`` name
+    whose source can be read (other names: unchanged). Passed as ``load_or_train(name, data, model_kw=...)``, the hash
+    enters the checkpoint's cache key, so an edited model never loads a checkpoint of the old one; :func:`create_model`
+    checks it against the source and does not pass it to the factory. Raises :class:`FactoryError`."""
+    kw = dict(model_kw or {})
+    if is_factory_name(name):
+        sha = factory_sha256(name, "model.name")
+        if sha is not None:
+            kw[SOURCE_KEY] = sha
+    return kw
+
+
+def _factory_model(name: str, input_shape: tuple[int, ...], num_classes: int, source_sha256: str | None,
+                   kw: dict) -> nn.Module:
+    """``factory(input_shape, num_classes, **kw)`` of the import path ``name``, checked (:class:`FactoryError`)."""
+    factory = import_factory(name, "model.name")
+    if source_sha256 is not None:
+        now = factory_sha256(name, "model.name")
+        if now != source_sha256:
+            raise FactoryError(f"model.name={name}: its source changed while it was in use (hash {source_sha256} "
+                               f"when the job started, {now} now); run the job again")
+    try:
+        model = factory(input_shape, num_classes, **kw)
+    except Exception as err:  # the user's code: any exception, chained
+        args = ", ".join([f"input_shape={input_shape}", f"num_classes={num_classes}",
+                          *(f"{k}={v!r}" for k, v in kw.items())])
+        raise FactoryError(f"model.name={name} raised {type(err).__name__}: {err} (called as "
+                           f"{name.partition(':')[2]}({args}); its keyword arguments come from model.kwargs)") from err
+    if not isinstance(model, nn.Module):
+        raise FactoryError(f"model.name={name} returned a {type(model).__name__}, not a torch.nn.Module; accepted: "
+                           f"{_accepted('model.name')}")
+    return model
+
+
 def create_model(
     name: str,
     input_shape: tuple[int, ...],
@@ -195,12 +383,15 @@ def create_model(
     *,
     pretrained: bool = False,
     normalize: tuple[Sequence[float], Sequence[float]] | None = None,
+    source_sha256: str | None = None,
     **kw,
 ) -> nn.Module:
     """Build a model by name.
 
     Args:
-        name: a registered name (:func:`model_names`) or ``timm:<any timm model>``.
+        name: a registered name (:func:`model_names`), ``timm:<any timm model>``, or ``package.module:factory``: your
+            own ``factory(input_shape, num_classes, **kw) -> nn.Module`` imported from ``PYTHONPATH`` or the current
+            directory (:func:`import_factory`).
         input_shape: one input's shape, ``(C, H, W)`` for images (channels first).
         num_classes: the number of outputs (logits).
         pretrained: timm's pretrained weights (needs network access or a filled Hugging Face cache).
@@ -208,6 +399,8 @@ def create_model(
             input first (:func:`add_normalize`), in the units of its inputs (:func:`normalization` converts pixel
             statistics to the data's encoding). ``None``: the network alone. Goes into a checkpoint cache key with
             the other keyword arguments (``load_or_train(model_kw={"normalize": ...})``).
+        source_sha256: a factory's source hash (:func:`with_source_hash` puts it into a checkpoint's key): checked
+            against the factory's source now (:class:`FactoryError` when it changed), not passed to the factory.
         **kw: the constructor's keyword arguments.
 
     Returns:
@@ -216,12 +409,22 @@ def create_model(
     Raises:
         ValueError: an unknown name, ``pretrained`` for a model without weights, ``normalize`` statistics that do
             not match the input channels.
+        FactoryError: (a ``ValueError``) a ``package.module:factory`` that cannot be imported, raised (chained) or
+            returned something other than an ``nn.Module``; ``source_sha256`` for another name or another source.
         RuntimeError: timm could not load pretrained weights (the message says why and what to do).
     """
+    if source_sha256 is not None and not is_factory_name(name):
+        raise ValueError(f"{SOURCE_KEY} applies to a package.module:factory model only, not to {name!r}")
     if name.startswith("timm:"):
         model = _timm_model(name[len("timm:"):], tuple(input_shape), num_classes, pretrained=pretrained, **kw)
+    elif is_factory_name(name):
+        if pretrained:
+            raise ValueError(f"model {name!r} has no pretrained weights; train it (pretrained=false) or load yours "
+                             "(model.checkpoint=PATH)")
+        model = _factory_model(name, tuple(input_shape), num_classes, source_sha256, kw)
     elif name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; accepted: {', '.join(model_names())}")
+        raise ValueError(f"unknown model {name!r}; accepted: {', '.join(model_names())}, or package.module:factory "
+                         "(your own function (input_shape, num_classes, **model.kwargs) returning a torch.nn.Module)")
     elif pretrained:
         raise ValueError(f"model {name!r} has no pretrained weights; train it (pretrained=false)")
     else:
@@ -527,3 +730,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, use_ema: bool 
     model.load_state_dict(state, strict=True)
     log.info("loaded %d tensors from %s%s", len(state), path, f" (under {key!r})" if key else "")
     return model
+
+
+# the model families defined in their own modules register themselves on import (after register_model exists)
+from bench.core import paper_models  # noqa: E402, F401

@@ -23,7 +23,7 @@ from torch import nn
 
 from bench._io import DiskFullError, atomic_write, cache_root, remove_stale_temps
 from bench.core.data import Dataset
-from bench.core.models import create_model
+from bench.core.models import create_model, with_source_hash
 from methods.state import eval_mode
 
 __all__ = ["TrainConfig", "train", "evaluate", "load_or_train", "load_weights", "cache_dir", "check_quality",
@@ -282,7 +282,7 @@ def checkpoint_path(model_name: str, data: Dataset, cfg: TrainConfig, *, model_k
     """Where :func:`load_or_train` caches ``model_name`` trained on ``data`` with ``cfg`` (and ``labels``): the cache
     folder and a key hashing the model name and arguments, the data, the recipe and the labels."""
     extra = "" if labels is None else hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:16]
-    key = _cache_key(model_name, dict(model_kw or {}), data, cfg, extra)
+    key = _cache_key(model_name, with_source_hash(model_name, model_kw), data, cfg, extra)
     return cache_dir(cfg.cache_dir) / f"{model_name.replace(':', '_')}-{key}.pt"
 
 
@@ -310,7 +310,7 @@ def load_or_train(
     """
     cfg = cfg or TrainConfig()
     cfg.check()
-    model_kw = dict(model_kw or {})
+    model_kw = with_source_hash(model_name, model_kw)  # a package.module:factory model: its source in the key
     if model_kw.get("pretrained"):
         raise ValueError(f"{model_name}: pretrained weights are evaluated, not trained over (their initialization "
                          "would be reset); use load_weights")
