@@ -70,3 +70,10 @@ def test_the_command_line_refuses_an_absurd_job_before_training_with_exit_2(salb
     assert "predicted to take" in res.stderr + res.stdout and "train.epochs" in res.stderr + res.stdout
     assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())  # nothing trained
     assert not (tmp_path / "job" / "results.parquet").exists()
+
+
+def test_a_token_model_is_estimated_on_its_embedding_output_as_the_job_runs_it():
+    cfg = _config()
+    cfg.model.name, cfg.data.name = "token_mlp", "tokens"
+    est = budget.check(cfg)  # token ids cannot be differentiated: the pass is timed on the embedding output
+    assert est["seconds_per_pass"] > 0 and est["stages"]["cascading"] == 2  # the two dense layers after it

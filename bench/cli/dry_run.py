@@ -56,6 +56,11 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
         data = load_dataset(d.name, encoding=d.encoding, seed=d.seed, root=d.root, download=d.download,
                             n_test=d.n_test)
     model = create_model(cfg.model.name, data.input_shape, data.num_classes, **dict(cfg.model.kwargs)).eval()
+    n_train = len(data.x_train)
+    from bench.core.embedding import embedded, has_embedding
+
+    if has_embedding(model):  # token ids: the tests run on the embedding output, as the job does
+        model, data = embedded(model, data)
     model.to(run.device)
     specs = method_specs(cfg.method)
     x = data.x_test[: min(run.batch_size, run.n_samples)].to(run.device)
@@ -79,7 +84,7 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
     passes = sum(total(per, run.n_samples) for per in tests.values())
     rate = _pass_rate(model, x)
     seconds = passes * rate
-    train_passes = _train_passes(cfg, len(data.x_train))
+    train_passes = _train_passes(cfg, n_train)
     train_seconds = train_passes * rate
     if "invariance" in tests and cfg.invariance.float64:  # the invariance test runs in double precision
         import copy
