@@ -74,10 +74,22 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: library prefixes resolved before the generic import path: ``"captum:<Class>"``, ``"cam:<Class>"``,
+#: ``"zennit:<Composite>"`` -> ``methods.adapters.<module>.factory(<Class>)`` (:mod:`methods.adapters`)
+LIBRARY_PREFIXES = {"captum": "captum", "cam": "cam", "zennit": "zennit"}
+
+
 def get_factory(name: str) -> Factory:
-    """The factory registered as ``name``, or imported from ``"pkg.module:attr"`` / ``"pkg.module.attr"``."""
+    """The factory registered as ``name``; for a reserved library prefix (:data:`LIBRARY_PREFIXES`:
+    ``"captum:<Class>"``, ``"cam:<Class>"``, ``"zennit:<Composite>"``) the adapter's factory of that class (a clear
+    error naming the optional extra when the library is missing); else imported from ``"pkg.module:attr"`` /
+    ``"pkg.module.attr"``."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in LIBRARY_PREFIXES:
+        adapter = importlib.import_module(f"methods.adapters.{LIBRARY_PREFIXES[prefix]}")
+        return adapter.factory(rest)
     if "." in name or ":" in name:
         mod, _, attr = name.replace(":", ".").rpartition(".")
         try:
