@@ -60,3 +60,13 @@ def test_the_dry_run_predicts_the_maps_a_job_computes(tmp_path, monkeypatch):
     assert predicted["stages"] == {"cascading": 4, "two": 2}  # paper_mlp: four Linear layers
     assert job.run(cfg, tmp_path / "job")["status"] == "ok"
     assert counted["n"] == predicted["passes"]
+
+
+def test_a_perturbation_method_is_counted_by_its_forward_passes():
+    pytest.importorskip("captum")
+    occlusion = MethodSpec("occ", "captum:Occlusion", params={"sliding_window_shapes": (1, 4, 4), "strides": (1, 4, 4)})
+    # a 1 x 12 x 12 input in 4 x 4 windows: 9 windows and the unoccluded forward
+    assert passes_per_map(occlusion, (1, 12, 12)) == 10
+    lime = MethodSpec("lime", "captum:Lime", params={"n_samples": 40})
+    assert invariance_passes([lime], 2, (1, 12, 12)) == {"lime": 41 * 3}
+    assert passes_per_map(MethodSpec("sg", "smoothgrad", params={"n": 7})) == 7  # no own count: the multipliers

@@ -67,7 +67,7 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
     tests: dict[str, dict[str, int]] = {}
     stages: dict[str, int] = {}
     if "invariance" in run.tests and cfg.transform:
-        tests["invariance"] = invariance_passes(specs, len(cfg.transform))
+        tests["invariance"] = invariance_passes(specs, len(cfg.transform), tuple(x.shape[1:]))
     if "randomization" in run.tests:
         for label, spec in cfg.randomization.items():
             granularity = getattr(spec.granularity, "value", spec.granularity)
@@ -80,7 +80,7 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
                 k = 1  # the permuted-label model
             stages[label] = k
             tests[f"randomization:{label}"] = randomization_passes(specs, spec.mode, k, run.seeds,
-                                                                   spec.smooth_samples)
+                                                                   spec.smooth_samples, tuple(x.shape[1:]))
     passes = sum(total(per, run.n_samples) for per in tests.values())
     rate = _pass_rate(model, x)
     seconds = passes * rate

@@ -29,10 +29,19 @@ REFERENCE = "control:gradient"
 MULTIPLIERS = ("n", "steps")
 
 
-def passes_per_map(spec) -> int:
-    """Passes of one map of one sample for a :class:`~bench.core.explain.MethodSpec`: the product of its
-    :data:`MULTIPLIERS` (the spec's ``params``, else the factory's defaults), 1 for single-pass methods."""
+def passes_per_map(spec, input_shape: Sequence[int] | None = None) -> int:
+    """Passes of one map of one sample for a :class:`~bench.core.explain.MethodSpec`: what the factory's own
+    ``passes_per_map(params=..., input_shape=...)`` says where it has one (the library adapters: a perturbation
+    method's forward passes, e.g. Occlusion's windows, Lime's samples, Score-CAM's channels; ``input_shape``: one
+    input's shape), else the product of its :data:`MULTIPLIERS` (the spec's ``params``, else the factory's defaults),
+    1 for single-pass methods."""
     params = dict(spec.params or {})
+    own = getattr(spec.factory(), "passes_per_map", None)
+    if callable(own):
+        try:
+            return int(own(params=params, input_shape=input_shape))
+        except (TypeError, ValueError):  # needs the input's shape, or another signature: the multipliers
+            pass
     try:
         signature = inspect.signature(spec.factory())
         defaults = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
@@ -46,19 +55,19 @@ def passes_per_map(spec) -> int:
     return passes
 
 
-def invariance_passes(specs: Sequence, n_shifts: int) -> dict[str, int]:
+def invariance_passes(specs: Sequence, n_shifts: int, input_shape: Sequence[int] | None = None) -> dict[str, int]:
     """``{method label: passes per sample}`` of the input-invariance test with ``n_shifts`` shifts."""
-    return {s.label: passes_per_map(s) * (1 + n_shifts) for s in specs}
+    return {s.label: passes_per_map(s, input_shape) * (1 + n_shifts) for s in specs}
 
 
-def randomization_passes(specs: Sequence, mode: str, n_stages: int, seeds: int = 1, smooth_samples: int = 0
-                         ) -> dict[str, int]:
+def randomization_passes(specs: Sequence, mode: str, n_stages: int, seeds: int = 1, smooth_samples: int = 0,
+                         input_shape: Sequence[int] | None = None) -> dict[str, int]:
     """``{method label: passes per sample}`` of one randomization test (``mode``) with ``n_stages`` stages and
     ``seeds`` re-initialization seeds (the label test has one stage and one seed), with the reference gradient as
     ``control:gradient``."""
     maps = 4 if mode == "labels" else 2 + n_stages * seeds
     smooth = max(1, int(smooth_samples))
-    out = {s.label: passes_per_map(s) * maps * smooth for s in specs}
+    out = {s.label: passes_per_map(s, input_shape) * maps * smooth for s in specs}
     if out:
         out[REFERENCE] = maps * smooth
     return out
