@@ -1,4 +1,5 @@
-"""Gradient-based saliency: Gradient, Gradient x Input, Integrated Gradients, SmoothGrad.
+"""Gradient-based saliency: Gradient, Gradient x Input, Integrated Gradients, SmoothGrad (and its SmoothGrad-Squared
+and VarGrad statistics).
 
 Every explainer is ``explain(x, target=None) -> Tensor`` shaped like ``x`` (``[B, ...]``),
 computed for the whole batch at once (IG steps and SmoothGrad draws are stacked into the batch
@@ -6,7 +7,7 @@ dimension, in chunks of at most ``chunk`` rows). ``low`` / ``high`` are the boun
 domain (default 0.0 / 1.0; the shifted domain for a shifted encoding); the IG ``black`` /
 ``uniform`` baselines and SmoothGrad's ``noise_scale="domain"`` use them.
 
-Random draws (IG ``uniform``, SmoothGrad noise) come from a CPU ``torch.Generator`` seeded with
+Random draws (IG ``uniform``, SmoothGrad / VarGrad noise) come from a CPU ``torch.Generator`` seeded with
 ``seed`` at every call and are moved to ``x``'s device, so a map is the same on CPU and CUDA, from
 call to call and for any ``chunk``; it depends on the batch's shape (sample ``i``'s noise is the
 ``i``-th slice of a draw shaped like the batch).
@@ -14,6 +15,7 @@ call to call and for any ``chunk``; it depends on the batch's shape (sample ``i`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,8 @@ __all__ = [
     "GradientXInput",
     "IntegratedGradients",
     "SmoothGrad",
+    "SmoothGradSquared",
+    "VarGrad",
     "input_gradient",
     "quadrature",
 ]
@@ -192,7 +196,12 @@ class SmoothGrad(BaseExplainer):
             draw. The input-invariance harness gives the twin of a transform ``x' = s x + m`` the
             reference's ``sigma`` times ``s``, so that the twin's noisy inputs are exactly the
             reference's pushed through the transform.
-        squared: average ``base(...) ** 2`` (SmoothGrad-Squared) instead.
+        squared: average ``base(...) ** 2`` (SmoothGrad-Squared, Hooker et al. 2019) instead; registered as
+            ``smoothgrad_squared``.
+        variance: the variance of ``base(...)`` over the draws instead of its mean (VarGrad, Adebayo et al. 2018):
+            ``mean_i (m_i - mean_j m_j) ** 2`` (divided by ``n``, as captum's NoiseTunnel ``vargrad``), accumulated
+            one draw at a time (Welford), so a map that does not change with the noise gives exactly 0 and the result
+            does not depend on ``chunk``; registered as ``vargrad``. At most one of ``squared`` / ``variance``.
         seed: seeds the noise at every call (CPU generator; same noise on every device).
         chunk: noisy rows handed to the base method per call (bounds memory).
         base_params / other keywords: the base method's parameters, so SmoothGrad of a method
@@ -211,6 +220,7 @@ class SmoothGrad(BaseExplainer):
         noise_scale: str = "data",
         sigma: float | Tensor | None = None,
         squared: bool = False,
+        variance: bool = False,
         seed: int = 0,
         chunk: int = 256,
         base_params: dict[str, Any] | None = None,
@@ -225,10 +235,12 @@ class SmoothGrad(BaseExplainer):
             raise ValueError(f"noise_scale must be 'data' or 'domain', got {noise_scale!r}")
         if noise_level < 0:
             raise ValueError(f"noise_level must be >= 0, got {noise_level}")
+        if squared and variance:
+            raise ValueError("squared (SmoothGrad-Squared) and variance (VarGrad) are two statistics: pick one")
         params = {**dict(base_params or {}), **kwargs}
         if isinstance(base, str):
-            if base == "smoothgrad":
-                raise ValueError("smoothgrad of smoothgrad: pick another base method")
+            if base in _NOISE_METHODS:
+                raise ValueError(f"{base} as the base of {self._name(squared, variance)}: pick another base method")
             factory = get_factory(base)
             for key, value in (("low", low), ("high", high)):
                 if accepts(factory, key):
@@ -252,6 +264,7 @@ class SmoothGrad(BaseExplainer):
         if self.fixed_sigma is not None and not bool(torch.as_tensor(self.fixed_sigma).ge(0).all()):
             raise ValueError(f"sigma must be >= 0 everywhere (and not NaN), got {sigma}")
         self.squared = bool(squared)
+        self.variance = bool(variance)
         self.seed = int(seed)
         self.chunk = max(1, int(chunk))
 
@@ -292,17 +305,46 @@ class SmoothGrad(BaseExplainer):
         sigma = self.sigma(x)
         gen = torch.Generator().manual_seed(self.seed)
         per_call = max(1, self.chunk // x.shape[0])  # draws per base call; rows = draws x batch
-        total = torch.zeros_like(x)
+        total = torch.zeros_like(x)  # the sum of the maps (of their squares); for the variance: the running mean
+        spread = torch.zeros_like(x) if self.variance else None  # the sum of squared deviations (Welford's M2)
+        drawn = 0
         for start in range(0, self.n, per_call):
             k = min(per_call, self.n - start)
             noise = torch.stack([_randn(x.shape, gen, x) for _ in range(k)])  # one draw at a time: chunk-free
             noisy = (x + sigma * noise).flatten(0, 1)  # [k * B, ...], draw-major
             maps = self.base(noisy, target.repeat(k)).view(k, *x.shape)
-            total += (maps * maps if self.squared else maps).sum(0)
-        return total / self.n
+            if spread is not None:
+                for m in maps:  # Welford, one draw at a time: no cancellation, exactly 0 for a constant map
+                    drawn += 1
+                    delta = m - total
+                    total += delta / drawn
+                    spread += delta * (m - total)
+            else:
+                total += (maps * maps if self.squared else maps).sum(0)
+        return spread / self.n if spread is not None else total / self.n
+
+    @staticmethod
+    def _name(squared: bool, variance: bool) -> str:
+        return "VarGrad" if variance else "SmoothGradSquared" if squared else "SmoothGrad"
 
     def __repr__(self) -> str:
         return (
-            f"SmoothGrad({self.base!r}, n={self.n}, noise_level={self.noise_level}, "
+            f"{self._name(self.squared, self.variance)}({self.base!r}, n={self.n}, noise_level={self.noise_level}, "
             f"noise_scale={self.noise_scale!r})"
         )
+
+
+#: the noise-averaging methods, which cannot be one another's base
+_NOISE_METHODS = ("smoothgrad", "smoothgrad_squared", "vargrad")
+
+
+#: SmoothGrad-Squared (Hooker et al. 2019, "A Benchmark for Interpretability Methods in Deep Neural Networks"): the
+#: mean of ``base(x + noise) ** 2`` over ``n`` draws, i.e. :class:`SmoothGrad` with ``squared=True`` (its noise
+#: convention and parameters: ``noise_level`` 0.15 of each input's range, seeded). A partial keeps SmoothGrad's
+#: signature, which the harness reads (``n`` for the cost model, ``sigma`` for the input-invariance twins).
+SmoothGradSquared = register("smoothgrad_squared")(functools.partial(SmoothGrad, squared=True))
+
+#: VarGrad (Adebayo et al. 2018, "Local explanation methods for deep neural networks lack sensitivity to parameter
+#: values"): the variance of ``base(x + noise)`` over ``n`` draws, i.e. :class:`SmoothGrad` with ``variance=True``
+#: (same noise convention and parameters).
+VarGrad = register("vargrad")(functools.partial(SmoothGrad, variance=True))

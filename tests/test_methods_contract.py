@@ -15,7 +15,7 @@ FIT_METHODS = {"pattern_net", "pattern_attribution"}
 CONV_METHODS = {"grad_cam", "guided_grad_cam"}
 
 # methods whose map depends on the batch it was computed in (seeded draws shaped like the batch)
-BATCH_DEPENDENT = {"smoothgrad"}
+BATCH_DEPENDENT = {"smoothgrad", "smoothgrad_squared", "vargrad"}  # noise drawn shaped like the batch
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_contract(name: str, model_name: str, model_zoo, images, build, snapshot
     first = next(model.parameters())
     first.requires_grad_(False)
     before = snapshot(model)
-    explainer = build(name, model, shape, **({"n": 4} if name == "smoothgrad" else {}))
+    explainer = build(name, model, shape, **({"n": 4} if name in BATCH_DEPENDENT else {}))
 
     out = explainer(x)
     assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
@@ -88,7 +88,7 @@ def test_float64(name: str, model_zoo, images, build) -> None:
     builder, shape = model_zoo["mlp"]
     model = builder(dtype=torch.float64)
     x = images(2, shape, dtype=torch.float64)
-    out = build(name, model, shape, **({"n": 2} if name == "smoothgrad" else {}))(x)
+    out = build(name, model, shape, **({"n": 2} if name in BATCH_DEPENDENT else {}))(x)
     assert out.dtype == torch.float64 and out.shape == x.shape
 
 
@@ -136,7 +136,7 @@ def test_domain_must_be_ordered() -> None:
 def test_explainers_work_under_no_grad_and_inference_mode(name: str, context: str, model_zoo, images) -> None:
     builder, shape = model_zoo["cnn"]
     model = builder()
-    explainer = methods.create(name, model, **({"n": 2} if name == "smoothgrad" else {}))
+    explainer = methods.create(name, model, **({"n": 2} if name in BATCH_DEPENDENT else {}))
     x = images(2, shape)
     reference = explainer(x, 1)
     with getattr(torch, context)():
@@ -163,7 +163,7 @@ def test_cuda_matches_cpu(name: str, model_name: str, model_zoo, images, build, 
     builder, shape = model_zoo[model_name]
     model = builder()
     x = images(3, shape)
-    params = {"n": 4} if name == "smoothgrad" else {}
+    params = {"n": 4} if name in BATCH_DEPENDENT else {}
     cpu = build(name, model, shape, **params)(x, 1)
     model.cuda()
     before = snapshot(model)
@@ -183,7 +183,7 @@ def test_every_method_on_timm_models(model_name: str, timm_resnet, timm_vgg, ima
     for name in methods.names():
         if name in FIT_METHODS:  # hand-written for nn.Sequential stacks only
             continue
-        params = {"n": 2} if name == "smoothgrad" else {"steps": 8} if name == "integrated_gradients" else {}
+        params = {"n": 2} if name in BATCH_DEPENDENT else {"steps": 8} if name == "integrated_gradients" else {}
         out = methods.create(name, model, **params)(x)
         assert out.shape == x.shape and torch.isfinite(out).all(), name
         assert_unchanged(before, model)
