@@ -13,6 +13,8 @@ import methods
 FIT_METHODS = {"pattern_net", "pattern_attribution"}
 # the methods that need a conv layer
 CONV_METHODS = {"grad_cam", "guided_grad_cam"}
+# the methods that need attention blocks (a transformer: tests/test_vit.py), or an optional package not installed here
+TRANSFORMER_METHODS = {"attention_rollout", "attn_lrp"}
 
 # methods whose map depends on the batch it was computed in (seeded draws shaped like the batch)
 BATCH_DEPENDENT = {"smoothgrad", "smoothgrad_squared", "vargrad"}  # noise drawn shaped like the batch
@@ -34,7 +36,7 @@ def build(images):
 def cases():
     for name in methods.names():
         for model in ("mlp", "cnn"):
-            if model == "mlp" and name in CONV_METHODS:
+            if (model == "mlp" and name in CONV_METHODS) or name in TRANSFORMER_METHODS:
                 continue
             yield pytest.param(name, model, id=f"{name}-{model}")
 
@@ -83,7 +85,7 @@ def test_contract(name: str, model_name: str, model_zoo, images, build, snapshot
     assert_unchanged(before, model)
 
 
-@pytest.mark.parametrize("name", [n for n in methods.names() if n not in CONV_METHODS])
+@pytest.mark.parametrize("name", [n for n in methods.names() if n not in CONV_METHODS | TRANSFORMER_METHODS])
 def test_float64(name: str, model_zoo, images, build) -> None:
     builder, shape = model_zoo["mlp"]
     model = builder(dtype=torch.float64)
@@ -181,7 +183,7 @@ def test_every_method_on_timm_models(model_name: str, timm_resnet, timm_vgg, ima
     x = images(2, (3, 32, 32))
     before = snapshot(model)
     for name in methods.names():
-        if name in FIT_METHODS:  # hand-written for nn.Sequential stacks only
+        if name in FIT_METHODS or name in TRANSFORMER_METHODS:  # Sequential stacks only; transformers only
             continue
         params = {"n": 2} if name in BATCH_DEPENDENT else {"steps": 8} if name == "integrated_gradients" else {}
         out = methods.create(name, model, **params)(x)

@@ -733,4 +733,4 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, use_ema: bool 
 
 
 # the model families defined in their own modules register themselves on import (after register_model exists)
-from bench.core import paper_models  # noqa: E402, F401
+from bench.core import paper_models, vit  # noqa: E402, F401
