@@ -352,6 +352,11 @@ def _decide(r: dict, f: dict, score, bar: float, min_change: float, min_samples:
         return FAIL, f"{at}: upper bound < {bar:g}, the map changed less than the model"
     if weak:
         stage, m_lcb = weak[0][0], weak[0][5]
+        if f["labels"]:  # m compares the permuted model with two true-label models' agreement (C) and the floor (X)
+            return INCONCLUSIVE, (f"the gradient maps of two models trained on the true labels agree little more "
+                                  f"than maps of different samples (lower bound {m_lcb:.2f} of the way from their "
+                                  f"agreement to unrelated < {min_change:g}): the label test cannot show here whether "
+                                  f"a map follows what the labels taught; {interval} {where}")
         return INCONCLUSIVE, (f"the model's own gradient changes little at {stage!r} (lower bound {m_lcb:.2f} of the "
                               f"way to unrelated < {min_change:g}): this stage cannot show whether a map follows the "
                               f"model; {interval} {where}")
