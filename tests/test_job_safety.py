@@ -8,6 +8,7 @@ second run or a signal meets it mid-job. The others call :func:`bench.cli.job.ru
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -362,3 +363,20 @@ def test_the_sweep_summary_counts_short_results_as_failed(tmp_path):
     assert (s["ok"], s["failed"], s["interrupted"]) == (1, 1, 1)
     assert "holds 4 rows, fewer than the 10 its job.json records" in s["jobs"]["1_short"]["error"]
     assert job.is_done(tmp_path / "0_complete", "h") and not job.is_done(tmp_path / "1_short", "h")
+
+
+def test_a_label_test_that_cannot_fit_its_labels_loses_nothing_else(tmp_path):
+    """The permuted labels not fitted (min_train_acc out of reach): that test is a named failure, the others' rows are
+    written and the job's status is failed (exit 1), not a crash before results."""
+    cfg = MainConfig(method={"gradient": MethodSpec(name="gradient")},
+                     randomization={"cascading": RandomizationSpec(),
+                                    "labels": RandomizationSpec(mode="labels", epochs=1, min_train_acc=1.01)})
+    cfg.model.kwargs = {"hidden": 8}
+    cfg.train = dataclasses.replace(cfg.train, epochs=0, min_test_acc=0.0, cache_dir=str(tmp_path / "ckpt"))
+    cfg.run.n_samples, cfg.run.tests, cfg.run.figures = 4, ["randomization"], False
+    cfg.logger.mode = "disabled"
+    record = job.run(cfg, tmp_path / "job")
+    assert record["status"] == "failed" and "labels / labels" in record["errors"], record.get("error")
+    assert "fits only" in record["errors"]["labels / labels"] and not record.get("error")
+    rows = pd.read_parquet(tmp_path / "job" / RESULTS_FILE)
+    assert set(rows.condition) == {"cascading"} and len(rows) > 0

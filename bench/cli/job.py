@@ -455,12 +455,20 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
         for label, rspec in cfg.randomization.items():
             label_models: dict[str, Any] = {}
             if rspec.mode == "labels":  # the permuted-label model and its control: one recipe, the labels differ
-                for key, permute in (("random_label_model", True), ("retrained_model", False)):
-                    label_models[key], _ = train_on_permuted_labels(
-                        cfg.model.name, data, epochs=rspec.epochs, lr=rspec.lr, seed=rspec.seed,
-                        min_train_acc=rspec.min_train_acc, model_kw=model_kw, device=run.device,
-                        cache_dir=cfg.train.cache_dir, use_cache=cfg.train.use_cache, progress=run.progress,
-                        permute=permute)
+                try:
+                    for key, permute in (("random_label_model", True), ("retrained_model", False)):
+                        label_models[key], _ = train_on_permuted_labels(
+                            cfg.model.name, data, epochs=rspec.epochs, lr=rspec.lr, seed=rspec.seed,
+                            min_train_acc=rspec.min_train_acc, model_kw=model_kw, device=run.device,
+                            cache_dir=cfg.train.cache_dir, use_cache=cfg.train.use_cache, progress=run.progress,
+                            permute=permute)
+                except RuntimeError as err:  # this test cannot run (the labels not fitted): the others go on
+                    name = f"labels / {label}"
+                    record["errors"][name] = f"label models: {err}"
+                    record["tracebacks"][name] = traceback.format_exc()
+                    log.error("the label test %r cannot run: %s", label, err)
+                    plan[:] = [k for k in plan if k not in {Parts.key("randomization", label, s) for s, _ in spans}]
+                    continue
 
             def randomization(sub, sub_run, rspec=rspec, label=label, label_models=label_models):
                 res = model_randomization(model, sub, specs, rspec, run=sub_run, scoring=cfg.metric,
