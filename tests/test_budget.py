@@ -77,3 +77,8 @@ def test_a_token_model_is_estimated_on_its_embedding_output_as_the_job_runs_it()
     cfg.model.name, cfg.data.name = "token_mlp", "tokens"
     est = budget.check(cfg)  # token ids cannot be differentiated: the pass is timed on the embedding output
     assert est["seconds_per_pass"] > 0 and est["stages"]["cascading"] == 2  # the two dense layers after it
+
+
+def test_the_dry_run_lists_the_units_in_execution_order():
+    est = budget.check(_config())
+    assert est["units"]["cascading"] == ["1", "3", "5", "7"]  # paper_mlp's four Linear layers, the input first

@@ -43,7 +43,8 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
     Returns ``{"tests": {test: {method: passes per sample}}, "passes": total passes, "seconds_per_pass": measured
     (float32), "seconds": predicted (the invariance test's passes at the float64 rate when it runs in float64),
     "n_samples": ..., "stages": {mode: K}, "train_passes": ..., "train_seconds": (training, as if not cached),
-    "specs": the method specs, "input_numel": elements of one input}``. ``data``: the job's data set, when it
+    "specs": the method specs, "input_numel": elements of one input, "units": {test: its unit names in
+    execution order}}``. ``data``: the job's data set, when it
     has loaded it (else loaded here)."""
     from bench.core.cost import invariance_passes, randomization_passes, total
     from bench.core.data import load_dataset
@@ -66,12 +67,15 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
     x = data.x_test[: min(run.batch_size, run.n_samples)].to(run.device)
     tests: dict[str, dict[str, int]] = {}
     stages: dict[str, int] = {}
+    unit_names: dict[str, list[str]] = {}
     if "invariance" in run.tests and cfg.transform:
         tests["invariance"] = invariance_passes(specs, len(cfg.transform), tuple(x.shape[1:]))
     if "randomization" in run.tests:
         for label, spec in cfg.randomization.items():
             granularity = getattr(spec.granularity, "value", spec.granularity)
-            k = len(units(model, granularity, example=x[:1]))
+            executed = [u.name for u in units(model, granularity, example=x[:1]) if u.executed]
+            unit_names[label] = executed
+            k = len(executed)
             if isinstance(spec.stages, int):
                 k = min(k, spec.stages)
             elif spec.stages:
@@ -94,7 +98,8 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
     return {"tests": tests, "passes": passes, "seconds_per_pass": rate, "seconds": seconds,
             "train_passes": train_passes, "train_seconds": train_seconds,
             "n_samples": run.n_samples, "stages": stages, "model": cfg.model.name, "data": data.name,
-            "device": run.device, "specs": specs, "input_numel": int(x[0].numel())}
+            "device": run.device, "specs": specs, "input_numel": int(x[0].numel()),
+            "units": unit_names}
 
 
 def _train_passes(cfg: MainConfig, n_train: int) -> int:
@@ -120,6 +125,9 @@ def report(cfg: MainConfig) -> dict[str, Any]:
         k = est["stages"].get(test.split(":", 1)[-1])
         lines.append(f"  {test}{f' ({k} stages)' if k is not None else ''}: "
                      + ", ".join(f"{m} {p}" for m, p in per.items()) + " passes per sample")
+        names = est.get("units", {}).get(test.split(":", 1)[-1])
+        if names and test.startswith("randomization:"):
+            lines.append(f"    units in execution order (the input first): {', '.join(names)}")
     lines.append(f"  total: {est['passes']:,} passes, {est['seconds_per_pass'] * 1e3:.3g} ms per pass (Gradient, "
                  "float32, measured here; the invariance test's passes timed in float64) = about "
                  f"{est['seconds']:.0f} s of attribution, before fits and scoring (measured totals run 1.3-3x this: "
