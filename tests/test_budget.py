@@ -62,6 +62,7 @@ def test_a_results_table_that_cannot_fit_in_memory_is_refused(monkeypatch):
         budget.check(_config(max_hours=0, seeds=10**6))
 
 
+@pytest.mark.slow  # a command-line run in a subprocess (6 s); the refusal itself is tested in process above
 def test_the_command_line_refuses_an_absurd_job_before_training_with_exit_2(salbench, tmp_path):
     res = salbench("+experiment=smoke", "train.epochs=1000000000", "logger=disabled", "run.progress=false",
                    f"train.cache_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path,

@@ -250,6 +250,7 @@ def test_a_bad_factory_fails_the_job_as_bad_input(pkg, tmp_path):
         assert json.loads((out / job.JOB_FILE).read_text())["error"] == record["error"]
 
 
+@pytest.mark.slow  # a command-line run in a subprocess (5 s); the messages are tested in process
 def test_a_factory_that_is_not_found_exits_2(tmp_path, salbench):
     res = salbench("model.name=nopkg_own_xyz.net:factory", "data.name=signals", "logger=disabled", "run.figures=false",
                    f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path, timeout=180)

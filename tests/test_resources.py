@@ -120,6 +120,7 @@ os.replace = _full_replace
 '''
 
 
+@pytest.mark.slow  # a command-line run in a subprocess (5 s)
 def test_a_full_job_folder_stops_the_command_with_one_line_and_exit_2(salbench, tmp_path):
     """End to end: every atomic write into the job folder fails for lack of space (os.replace patched through a
     sitecustomize module): the job cannot write its chunks nor its record; the command names the path, exits 2 and
