@@ -141,7 +141,7 @@ class ZennitExplainer(BaseExplainer):
             with torch.no_grad():
                 reference = self.model(x)
         watch = _ActivationWatch(self.model) if self.check_activations else None
-        count = _CallCount(self.model) if self.relevance else None
+        count = _CallCount(self.model) if self._checks_reused_layers() else None
         try:
             composite.register(self.model)
             if watch is not None:
@@ -164,6 +164,11 @@ class ZennitExplainer(BaseExplainer):
         return attr
 
     canonizers: Sequence[Canonizer] = ()
+
+    def _checks_reused_layers(self) -> bool:
+        """Whether :meth:`attribute` counts the layers' calls (a layer used twice escapes the rules): the
+        relevance-propagating rules; a subclass may decouple it from ``relevance``."""
+        return self.relevance
 
     def _check_canonized(self, reference: Tensor | None, out: Tensor) -> None:
         """The canonized model must compute the model's function (premise check, rtol 1e-4 of max |logit|)."""

@@ -32,15 +32,13 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from zennit.canonizers import Canonizer
 from zennit.composites import COMPOSITES
 from zennit.core import Composite
 
 from methods.canonizers import canonizers_for
-from methods.propagation import ZennitExplainer, _ActivationWatch, _CallCount
-from methods.registry import check_logits
+from methods.propagation import ZennitExplainer
 from methods.state import first_layer_input
 
 __all__ = ["ZennitCompositeExplainer", "composite_class", "factory", "passes_per_map", "supported"]
@@ -127,37 +125,9 @@ class ZennitCompositeExplainer(ZennitExplainer):
             params.setdefault("high", self._bound(self.high, x))
         return self.composite_cls(canonizers=self.canonizers, **params)
 
-    def attribute(self, x: Tensor, target: Tensor) -> Tensor:
-        # ZennitExplainer.attribute, with the one-hot output relevance and the reused-layer check of LRP-type
-        # composites decoupled (there both follow `relevance`)
-        composite = self.composite(x)
-        xg = x.detach().clone().requires_grad_(True)
-        reference = None
-        if self.canonizers:
-            with torch.no_grad():
-                reference = self.model(x)
-        watch = _ActivationWatch(self.model) if self.check_activations else None
-        count = None if self.rewrites_relu else _CallCount(self.model)
-        try:
-            composite.register(self.model)
-            if watch is not None:
-                with watch:
-                    out = self.model(xg)
-            else:
-                out = self.model(xg)
-            check_logits(self.model, out, target)
-            self._check(watch, count)
-            self._check_canonized(reference, out)
-            seed = torch.zeros_like(out).scatter_(1, target[:, None], 1.0)
-            if self.relevance:
-                seed = seed * out.detach()
-            (attr,) = torch.autograd.grad(out, xg, grad_outputs=seed)
-        finally:
-            composite.remove()
-            for helper in (watch, count):
-                if helper is not None:
-                    helper.remove()
-        return attr
+    def _checks_reused_layers(self) -> bool:
+        # the reused-layer check of LRP-type composites, decoupled from the one-hot / logit output relevance
+        return not self.rewrites_relu
 
     def __repr__(self) -> str:
         return f"{self.method_name}({type(self.model).__name__})"
