@@ -25,18 +25,49 @@ def test_the_default_job_fits_the_default_budget():
     assert est["seconds"] + est["train_seconds"] < 3600 and est["train_passes"] == 10 * 4000  # 10 epochs, 4000 digits
 
 
-@pytest.mark.parametrize("setting", ["run.seeds", "train.epochs", "steps"])
+@pytest.mark.parametrize("setting", ["run.seeds", "train.epochs"])
 def test_an_absurd_setting_is_refused_with_its_prediction(setting):
     cfg = _config()
     if setting == "run.seeds":
         cfg.run.seeds = 10**9
-    elif setting == "train.epochs":
-        cfg.train.epochs = 10**9
     else:
-        cfg.method = {"integrated_gradients": MethodSpec(name="integrated_gradients", params={"steps": 10**8})}
+        cfg.train.epochs = 10**9
     with pytest.raises(budget.BudgetError, match=r"predicted to take [\d,.]+ hours \(run\.max_hours=12\)") as err:
         budget.check(cfg)
     assert "salbench --dry-run" in str(err.value) and "0: no limit" in str(err.value)
+
+
+def test_a_method_predicted_beyond_the_limit_alone_is_refused_by_name():
+    cfg = _config()
+    cfg.method = {"gradient": MethodSpec(name="gradient"),
+                  "ig_fine": MethodSpec(name="integrated_gradients", params={"steps": 10**8})}
+    with pytest.raises(budget.BudgetError, match=r"^the job is predicted to take [\d,.]+ hours \(run\.max_hours=12\).* "
+                                                  r"methods predicted to take longer than run\.max_hours=12 alone: "
+                                                  r"ig_fine [\d,.]+ hours \(name='integrated_gradients', "
+                                                  r"steps=100000000\)") as err:
+        budget.check(cfg)
+    named = [entry.split()[0] for entry in str(err.value).split("alone: ")[1].split(". Lower")[0].split("; ")]
+    assert named == ["ig_fine"]  # the cheap method is not named
+
+
+def test_a_perturbation_method_is_refused_by_name_from_its_own_cost_model():
+    """Captum's Shapley value sampling on single-pixel features: 784 features x n_samples permutations per map."""
+    pytest.importorskip("captum")
+    cfg = _config(max_hours=0.01)
+    cfg.method = {"gradient": MethodSpec(name="gradient"),
+                  "svs": MethodSpec(name="captum:ShapleyValueSampling", params={"n_samples": 200})}
+    with pytest.raises(budget.BudgetError, match=r"alone: svs [\d,.]+ hours \(name='captum:ShapleyValueSampling', "
+                                                  r"n_samples=200\)"):
+        budget.check(cfg)
+    cfg.method = {"gradient": MethodSpec(name="gradient")}
+    budget.check(cfg)  # the same job without it fits
+
+
+def test_per_method_seconds_sum_to_the_float32_prediction():
+    est = budget.check(_config())
+    per = budget.method_seconds(est)
+    assert set(per) == {"gradient", "control:gradient"}
+    assert sum(per.values()) == pytest.approx(est["passes"] * est["seconds_per_pass"])
 
 
 def test_max_hours_zero_is_no_limit_and_a_bad_value_is_named():

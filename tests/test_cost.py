@@ -4,6 +4,7 @@ the maps it computes (counted on a real job of a zero-epoch model)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bench.core.cost import invariance_passes, passes_per_map, randomization_passes
 from bench.core.explain import MethodSpec
@@ -16,6 +17,26 @@ from bench.core.explain import MethodSpec
 ])
 def test_passes_per_map_follow_the_method_parameters(spec, passes):
     assert passes_per_map(spec) == passes
+
+
+@pytest.mark.parametrize(("name", "extra"), [("cam:ScoreCAM", "cam"), ("zennit:EpsilonPlus", None),
+                                             ("captum:Occlusion", "captum")])
+def test_a_library_method_is_costed_by_its_adapter_with_the_model(name, extra):
+    """The dry run hands the model to the adapters' cost models: Score-CAM's passes are 1 + the channels of the layer
+    our Grad-CAM uses (small_cnn's last conv); Occlusion's are its windows (170 for a 28 x 28 digit at the adapter's
+    defaults)."""
+    if extra:
+        pytest.importorskip({"cam": "pytorch_grad_cam", "captum": "captum"}[extra])
+    from bench.core.models import create_model
+
+    model = create_model("small_cnn", (1, 28, 28), 10)
+    spec = MethodSpec("m", name)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    expected = {"cam:ScoreCAM": 1 + convs[-1].out_channels, "zennit:EpsilonPlus": 1, "captum:Occlusion": 170}[name]
+    assert passes_per_map(spec, (1, 28, 28), model) == expected
+    per = invariance_passes([spec], 2, (1, 28, 28), model)
+    assert per == {"m": 3 * expected}
+    assert randomization_passes([spec], "cascading", 4, input_shape=(1, 28, 28), model=model)["m"] == 6 * expected
 
 
 def test_passes_per_sample_of_each_test():

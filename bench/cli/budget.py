@@ -3,7 +3,9 @@ whose memory is predictable against the memory this machine has.
 
 :func:`check` runs the dry run's estimate (:func:`bench.cli.dry_run.estimate`: the data are loaded, the architecture
 created and one batch of Gradient timed: a second or two) and raises :class:`BudgetError` (a ``ValueError``: exit
-status 2, nothing trained or written) naming the prediction, the setting that drives it and what is accepted.
+status 2, nothing trained or written) naming the prediction, the setting that drives it and what is accepted; a
+method whose own maps are predicted to take longer than the limit is refused by its label and parameters (e.g.
+Shapley value sampling on a fine feature mask), whatever the rest of the job costs.
 Memory: Integrated Gradients' quadrature (``steps`` positions and weights, float64, kept beside their device copies)
 and the results table (rows x bytes per row) must each fit in the memory available now.
 """
@@ -17,7 +19,7 @@ from typing import Any
 
 from bench.cli.config import MainConfig
 
-__all__ = ["check", "BudgetError", "available_memory", "ROW_BYTES", "STEP_BYTES"]
+__all__ = ["check", "BudgetError", "available_memory", "method_seconds", "ROW_BYTES", "STEP_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +66,46 @@ def check(cfg: MainConfig, est: dict[str, Any] | None = None, data: Any = None) 
         raise BudgetError(f"run.max_hours={run.max_hours!r} is out of range; accepted: >= 0 (0: no limit)")
     _check_steps(cfg)
     est = estimate(cfg, data) if est is None else est
+    limit = max_hours * 3600
     seconds = est["seconds"] + est.get("train_seconds", 0.0)
-    if max_hours and seconds > max_hours * 3600:
-        worst = max(((t, m, p) for t, per in est["tests"].items() for m, p in per.items()), key=lambda x: x[2],
-                    default=("", "", 0))
+    if max_hours and seconds > limit:
+        per_method = method_seconds(est)
+        over = sorted(((m, t) for m, t in per_method.items() if t > limit), key=lambda kv: -kv[1])
+        if over:  # a method that alone exceeds the limit is refused by name, with its parameters
+            named = "; ".join(f"{m} {t / 3600:,.1f} hours ({_params(cfg, m)})" for m, t in over)
+            what = (f"longer than run.max_hours={max_hours:g} alone: {named}. Lower its steps / n / n_samples (a "
+                    "perturbation method: a coarser feature_mask or larger windows), run.n_samples or run.seeds, "
+                    "or drop it from the method list")
+        else:
+            worst = sorted(per_method.items(), key=lambda kv: -kv[1])[:3]
+            what = ("the most: " + ", ".join(f"{m} {t / 3600:,.1f} hours" for m, t in worst)
+                    + ". Lower run.n_samples, run.seeds, train.epochs or a method's steps / n")
         raise BudgetError(
             f"the job is predicted to take {seconds / 3600:,.1f} hours (run.max_hours={max_hours:g}): "
             f"{est['passes']:,} attribution passes and {est.get('train_passes', 0):,} training passes (as if nothing "
-            f"were cached) at {est['seconds_per_pass'] * 1e3:.3g} ms per pass measured here; the most: {worst[1]} in "
-            f"{worst[0]}, {worst[2]:,} passes per sample. Lower run.n_samples, run.seeds, train.epochs or a method's "
-            "steps / n, or raise run.max_hours (0: no limit); salbench --dry-run shows the estimate")
+            f"were cached) at {est['seconds_per_pass'] * 1e3:.3g} ms per pass measured here; "
+            f"{'methods predicted to take ' if over else ''}{what}, or raise run.max_hours (0: no limit); "
+            "salbench --dry-run shows each method's passes")
     _check_rows(cfg, est)
     return est
+
+
+def method_seconds(est: dict[str, Any]) -> dict[str, float]:
+    """``{method label: predicted seconds}`` of its maps over every test of the estimate ``est`` (passes per sample x
+    samples x the measured seconds per pass; the reference ``control:gradient`` included under its label)."""
+    out: dict[str, float] = {}
+    for per in est["tests"].values():
+        for label, passes in per.items():
+            out[label] = out.get(label, 0.0) + passes * est["n_samples"] * est["seconds_per_pass"]
+    return out
+
+
+def _params(cfg: MainConfig, label: str) -> str:
+    spec = cfg.method.get(label) if hasattr(cfg.method, "get") else None
+    params = dict(getattr(spec, "params", None) or {}) if spec is not None else {}
+    name = getattr(spec, "name", label) if spec is not None else label
+    shown = ", ".join(f"{k}={v!r}" for k, v in params.items() if not isinstance(v, (dict, list)) or len(str(v)) < 40)
+    return f"name={name!r}" + (f", {shown}" if shown else "")
 
 
 def _check_steps(cfg: MainConfig) -> None:

@@ -69,7 +69,7 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
     stages: dict[str, int] = {}
     unit_names: dict[str, list[str]] = {}
     if "invariance" in run.tests and cfg.transform:
-        tests["invariance"] = invariance_passes(specs, len(cfg.transform), tuple(x.shape[1:]))
+        tests["invariance"] = invariance_passes(specs, len(cfg.transform), tuple(x.shape[1:]), model)
     if "randomization" in run.tests:
         for label, spec in cfg.randomization.items():
             granularity = getattr(spec.granularity, "value", spec.granularity)
@@ -84,7 +84,7 @@ def estimate(cfg: MainConfig, data: Any = None) -> dict[str, Any]:
                 k = 1  # the permuted-label model
             stages[label] = k
             tests[f"randomization:{label}"] = randomization_passes(specs, spec.mode, k, run.seeds,
-                                                                   spec.smooth_samples, tuple(x.shape[1:]))
+                                                                   spec.smooth_samples, tuple(x.shape[1:]), model)
     passes = sum(total(per, run.n_samples) for per in tests.values())
     rate = _pass_rate(model, x)
     seconds = passes * rate

@@ -29,18 +29,18 @@ REFERENCE = "control:gradient"
 MULTIPLIERS = ("n", "steps")
 
 
-def passes_per_map(spec, input_shape: Sequence[int] | None = None) -> int:
+def passes_per_map(spec, input_shape: Sequence[int] | None = None, model=None) -> int:
     """Passes of one map of one sample for a :class:`~bench.core.explain.MethodSpec`: what the factory's own
-    ``passes_per_map(params=..., input_shape=...)`` says where it has one (the library adapters: a perturbation
-    method's forward passes, e.g. Occlusion's windows, Lime's samples, Score-CAM's channels; ``input_shape``: one
-    input's shape), else the product of its :data:`MULTIPLIERS` (the spec's ``params``, else the factory's defaults),
-    1 for single-pass methods."""
+    ``passes_per_map(params=..., model=..., input_shape=...)`` says where it has one (the library adapters: a
+    perturbation method's forward passes, e.g. Occlusion's windows, Lime's samples, Score-CAM's channels, which need
+    ``model``; ``input_shape``: one input's shape), else the product of its :data:`MULTIPLIERS` (the spec's
+    ``params``, else the factory's defaults), 1 for single-pass methods."""
     params = dict(spec.params or {})
     own = getattr(spec.factory(), "passes_per_map", None)
     if callable(own):
         try:
-            return int(own(params=params, input_shape=input_shape))
-        except (TypeError, ValueError):  # needs the input's shape, or another signature: the multipliers
+            return int(own(params=params, model=model, input_shape=input_shape))
+        except (TypeError, ValueError):  # needs the model or the input's shape, or another signature: the multipliers
             pass
     try:
         signature = inspect.signature(spec.factory())
@@ -55,19 +55,21 @@ def passes_per_map(spec, input_shape: Sequence[int] | None = None) -> int:
     return passes
 
 
-def invariance_passes(specs: Sequence, n_shifts: int, input_shape: Sequence[int] | None = None) -> dict[str, int]:
-    """``{method label: passes per sample}`` of the input-invariance test with ``n_shifts`` shifts."""
-    return {s.label: passes_per_map(s, input_shape) * (1 + n_shifts) for s in specs}
+def invariance_passes(specs: Sequence, n_shifts: int, input_shape: Sequence[int] | None = None,
+                      model=None) -> dict[str, int]:
+    """``{method label: passes per sample}`` of the input-invariance test with ``n_shifts`` shifts (``input_shape``,
+    ``model``: see :func:`passes_per_map`)."""
+    return {s.label: passes_per_map(s, input_shape, model) * (1 + n_shifts) for s in specs}
 
 
 def randomization_passes(specs: Sequence, mode: str, n_stages: int, seeds: int = 1, smooth_samples: int = 0,
-                         input_shape: Sequence[int] | None = None) -> dict[str, int]:
+                         input_shape: Sequence[int] | None = None, model=None) -> dict[str, int]:
     """``{method label: passes per sample}`` of one randomization test (``mode``) with ``n_stages`` stages and
     ``seeds`` re-initialization seeds (the label test has one stage and one seed), with the reference gradient as
     ``control:gradient``."""
     maps = 4 if mode == "labels" else 2 + n_stages * seeds
     smooth = max(1, int(smooth_samples))
-    out = {s.label: passes_per_map(s, input_shape) * maps * smooth for s in specs}
+    out = {s.label: passes_per_map(s, input_shape, model) * maps * smooth for s in specs}
     if out:
         out[REFERENCE] = maps * smooth
     return out

@@ -35,6 +35,7 @@ and ``2 + K`` for AblationCAM.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import sys
@@ -127,6 +128,8 @@ def factory(class_name: str):
 
     make.__name__ = make.__qualname__ = f"cam_{class_name}"
     make.__doc__ = f"pytorch-grad-cam's {class_name} as an explainer (methods.adapters.cam)."
+    make.class_name = class_name  # type: ignore[attr-defined]
+    make.passes_per_map = functools.partial(passes_per_map, class_name)  # type: ignore[attr-defined]
     return make
 
 

@@ -28,6 +28,7 @@ parameters.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -80,6 +81,7 @@ def factory(name: str):
     make.__doc__ = f"zennit's {cls.__name__} composite as an explainer (methods.adapters.zennit)."
     # the harness hands per-element bounds to a factory that takes them (bench.core.explain.make_explainer)
     make.accepts_pixel_bounds = _takes_bounds(cls)  # type: ignore[attr-defined]
+    make.passes_per_map = functools.partial(passes_per_map, name)  # type: ignore[attr-defined]
     return make
 
 
