@@ -150,6 +150,25 @@ def test_lrp_equals_gradient_x_input_through_flatten(images) -> None:
     assert rel(lrp, methods.create("gradient_x_input", model)(x)) <= 1e-6
 
 
+@needs_captum
+def test_lrp_takes_a_subclass_of_a_supported_layer_as_its_base(images) -> None:
+    """Captum looks its LRP rules up by exact type; the invariance test's tie-stable max pooling subclasses
+    nn.MaxPool2d (a TypeError naming it without the adapter's base-class rule). With it, the twin's map is the
+    original's (no ties in random inputs)."""
+    from bench.core.models import create_model
+    from bench.twins.ties import TieStableMaxPool2d, stable_ties
+
+    model = create_model("small_cnn", (1, 28, 28), 10).double().eval()
+    twin = copy.deepcopy(model)
+    assert stable_ties(twin)  # in place
+    assert any(isinstance(m, TieStableMaxPool2d) for m in twin.modules())
+    x = images(4, (1, 28, 28), dtype=torch.float64)
+    with pytest.raises(TypeError, match="TieStableMaxPool2d"):
+        ca.LRP(copy.deepcopy(twin)).attribute(x.clone().requires_grad_(), target=0)
+    lrp = methods.create("captum:LRP", twin)(x, 0)
+    assert rel(lrp, methods.create("captum:LRP", model)(x, 0)) <= 1e-12 and lrp.abs().sum() > 0
+
+
 # ------------------------------------------------------------------------------------------------ the contract
 
 

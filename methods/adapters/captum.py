@@ -676,15 +676,25 @@ class CaptumExplainer(BaseExplainer):
 
     @contextlib.contextmanager
     def _reshape_rules(self) -> Iterator[None]:
-        """Captum's LRP has no rule for reshapes: give them a pass-through rule for the call."""
+        """Captum's LRP has no rule for reshapes: give them a pass-through rule for the call. It looks its rules up by
+        exact type: a subclass of a layer it supports (e.g. the invariance test's tie-stable max pooling, a
+        :class:`torch.nn.MaxPool2d`) gets its base class's rule."""
         guarded = self.plan.base if self.plan.base is not None else self.plan
         if guarded.class_name != "LRP":
             yield
             return
+        from captum.attr._core.lrp import SUPPORTED_LAYERS_WITH_RULES
+
         rule = _reshape_rule()
         for m in self.model.modules():
-            if isinstance(m, (nn.Flatten, nn.Unflatten, nn.Identity)) and not hasattr(m, "rule"):
+            if hasattr(m, "rule"):
+                continue
+            if isinstance(m, (nn.Flatten, nn.Unflatten, nn.Identity)):
                 m.rule = rule()
+            elif type(m) not in SUPPORTED_LAYERS_WITH_RULES:
+                base = next((b for b in type(m).__mro__[1:] if b in SUPPORTED_LAYERS_WITH_RULES), None)
+                if base is not None:
+                    m.rule = SUPPORTED_LAYERS_WITH_RULES[base]()
         yield  # _restored_attributes removes the rules (captum deletes them too)
 
     def __repr__(self) -> str:
