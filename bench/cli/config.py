@@ -27,7 +27,8 @@ from bench.experiments.invariance import InvarianceSettings
 from bench.experiments.model_randomization import RandomizationSpec
 from bench.twins.shifts import ShiftSpec
 
-__all__ = ["MainConfig", "ModelConfig", "DataConfig", "LoggerConfig", "LoggerMode", "register_configs"]
+__all__ = ["MainConfig", "ModelConfig", "DataConfig", "FigureSettings", "LoggerConfig", "LoggerMode",
+           "register_configs"]
 
 
 class LoggerMode(str, Enum):
@@ -108,6 +109,14 @@ class LoggerConfig:
 
 
 @dataclass
+class FigureSettings:
+    """The job's figures (drawn when ``run.figures`` is true): ``samples``: samples shown per figure (at most
+    ``run.keep_maps``, the maps kept in memory per method)."""
+
+    samples: int = 3
+
+
+@dataclass
 class MainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -118,6 +127,7 @@ class MainConfig:
     metric: ScoreSettings = field(default_factory=ScoreSettings)
     invariance: InvarianceSettings = field(default_factory=InvarianceSettings)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    figures: FigureSettings = field(default_factory=FigureSettings)
     run: RunSettings = field(default_factory=RunSettings)
 
 

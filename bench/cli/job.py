@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 _STAGED = ".results.parquet.staged"  # the assembled table before it replaces results.parquet
 _VOLATILE = ("logger", "run.progress", "run.figures", "run.device", "run.keep_maps",  # do not change the results
-             "run.max_hours")
+             "run.max_hours", "figures")
 TESTS = ("invariance", "randomization")
 
 
@@ -97,7 +97,7 @@ def job_hash(config: MainConfig, sources: dict[str, str] | None = None) -> str:
 _NOT_RESULTS = ("train.cache_dir", "train.use_cache", "train.min_test_acc", "data.root", "data.download", "run.name",
                 "run.tests",
                 "run.batch_size", "run.chunk_size", "run.device", "run.progress", "run.figures", "run.keep_maps",
-                "run.max_hours",
+                "run.max_hours", "run.save_maps", "run.maps_dtype",
                 "invariance.ssim_threshold", "invariance.tolerance")
 
 

@@ -46,6 +46,8 @@ class RunSettings:
     figures: bool = True
     keep_maps: int = 4
     max_hours: float = 12.0
+    save_maps: bool = False
+    maps_dtype: str = "float16"
 
 
 @dataclass
@@ -55,6 +57,7 @@ class ScoreSettings:
     results table's ``metric`` column records how every score was produced."""
 
     names: List[str] = field(default_factory=lambda: list(DEFAULT_SCORES))  # noqa: UP006
+    plugins: List[str] = field(default_factory=list)  # noqa: UP006
 
 
 def check_run(run: RunSettings, n_test: int) -> None:
