@@ -25,8 +25,9 @@ feature_mask               FeatureAblation, ShapleyValueSampling, Lime, KernelSh
 sliding_window_shapes      Occlusion: default ``(C, 4, 4)`` for ``C x H x W`` (each spatial size capped at the
                            input's; ``(4,)`` for ``[B, F]``); an int ``k`` means ``(C, k, k)``
 strides                    Occlusion: default half the window, rounded up (``(C, 2, 2)`` for the default window)
-stdevs                     NoiseTunnel: default ``0.15 * (high - low)`` (SmoothGrad's 15 % noise level; captum's
-                           default is 1.0, absolute)
+stdevs                     NoiseTunnel: default ``sigma`` when given (the factory's keyword: the harness's absolute
+                           std, which the invariance test sets alike for a network and its twin), else
+                           ``0.15 * (high - low)`` (SmoothGrad's 15 % noise level; captum's default is 1.0, absolute)
 base                       NoiseTunnel: the wrapped class (default ``"Saliency"``; not DeepLiftShap, which
                            NoiseTunnel cannot hand a baseline distribution); loose parameters go to NoiseTunnel's
                            ``attribute`` when it takes them, else to the base; ``base_params={...}`` sends them to
@@ -701,16 +702,37 @@ class CaptumExplainer(BaseExplainer):
         return f"{self.name}({type(self.model).__name__})"
 
 
+def _scalar_sigma(sigma: float | Tensor) -> float:
+    """``sigma`` as one number: captum's NoiseTunnel takes one std per input tensor (``ValueError`` for a per-element
+    std that is not constant, e.g. the twin of a contrast change)."""
+    if isinstance(sigma, Tensor):
+        if sigma.numel() and bool((sigma == sigma.flatten()[0]).all()):
+            return float(sigma.flatten()[0])
+        raise ValueError("captum:NoiseTunnel takes one noise std per input (stdevs), not a per-element sigma: a "
+                         "transform that scales the input element by element (contrast) cannot be matched on its twin; "
+                         "use smoothgrad (its sigma may be a tensor)")
+    return float(sigma)
+
+
 def factory(class_name: str) -> Any:
-    """``factory(model, *, low=0.0, high=1.0, **params) -> CaptumExplainer`` of ``captum:<class_name>``.
+    """``factory(model, *, low=0.0, high=1.0, **params) -> CaptumExplainer`` of ``captum:<class_name>``; NoiseTunnel's
+    also takes ``sigma``, the harness's absolute noise std (as SmoothGrad's: the invariance test sets it to the same
+    number for the network and its twin, the twin's domain being wider), used as ``stdevs`` unless that is given.
 
     Raises ``ValueError`` for a class not in :data:`SUPPORTED` and ``ImportError`` (naming the extra) without captum.
     The factory carries ``class_name`` and ``passes_per_map(params=None, model=None, input_shape=None)``."""
     _check_class(class_name)
     _captum()
 
-    def make(model: nn.Module, *, low: float = 0.0, high: float = 1.0, **params: Any) -> CaptumExplainer:
-        return CaptumExplainer(model, class_name, low=low, high=high, **params)
+    if class_name == "NoiseTunnel":
+        def make(model: nn.Module, *, low: float = 0.0, high: float = 1.0, sigma: float | Tensor | None = None,
+                 **params: Any) -> CaptumExplainer:
+            if sigma is not None and "stdevs" not in params:  # the harness's absolute noise std (the twin's own)
+                params["stdevs"] = _scalar_sigma(sigma)
+            return CaptumExplainer(model, class_name, low=low, high=high, **params)
+    else:
+        def make(model: nn.Module, *, low: float = 0.0, high: float = 1.0, **params: Any) -> CaptumExplainer:
+            return CaptumExplainer(model, class_name, low=low, high=high, **params)
 
     make.__name__ = make.__qualname__ = f"captum_{class_name}"
     make.__doc__ = f"captum:{class_name} (methods.adapters.captum)"
