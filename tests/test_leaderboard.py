@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -95,8 +96,16 @@ def test_thresholds_and_metric(full_table):
 
 def test_sorting_and_grouping(full_table):
     board = lbm.build_leaderboard(full_table())
+    assert board.attrs["sort"] == "balanced"
+    # the ranking (mlp, every row fails somewhere): gradient (invariance 1, randomization 1/2: 0.75), ig_black
+    # (invariance 1/2, no randomization: 0.5), gxi (0, 3 tests run) before gbp (0, 1 test run)
     assert list(zip(board.model, board.method, strict=True)) == [
-        ("cnn", "gradient"), ("mlp", "gradient"), ("mlp", "ig_black"), ("mlp", "gbp"), ("mlp", "gxi")]
+        ("cnn", "gradient"), ("mlp", "gradient"), ("mlp", "ig_black"), ("mlp", "gxi"), ("mlp", "gbp")]
+    assert list(board.balanced) == pytest.approx([0.25, 0.75, 0.5, 0.0, 0.0])
+    assert list(board.verdict) == ["fail"] * 5
+    by_passed = lbm.sort_leaderboard(board, "passed")  # the former default still works
+    assert list(by_passed.method[by_passed.model == "mlp"]) == ["gradient", "ig_black", "gbp", "gxi"]
+    assert by_passed.attrs["sort"] == "passed"
     by_method = lbm.sort_leaderboard(board, "method")
     assert list(by_method.method[by_method.model == "mlp"]) == ["gbp", "gradient", "gxi", "ig_black"]
     by_ssim = lbm.build_leaderboard(full_table(), sort="-inv/mean_shift/ssim")
@@ -106,6 +115,41 @@ def test_sorting_and_grouping(full_table):
     assert asc.attrs["settings"] == board.attrs["settings"]
     with pytest.raises(ValueError, match="cannot sort"):
         lbm.sort_leaderboard(board, "nope")
+
+
+def test_balanced_score_and_overall_verdict():
+    assert lbm.balanced_score(["exact", "pass", "pass"], ["fail"]) == 0.5
+    assert lbm.balanced_score(["fail", "fail", "pass"], ["pass"]) == pytest.approx((1 / 3 + 1) / 2)
+    assert lbm.balanced_score(["pass", "N/A"], ["inconclusive", "input-dominated"]) == pytest.approx((1 + 0.25) / 2)
+    assert lbm.balanced_score(["pass", "fail"], []) == 0.5 and lbm.balanced_score([], ["N/A", "pass"]) == 1.0
+    assert math.isnan(lbm.balanced_score(["N/A"], []))
+    assert lbm.overall_verdict(["pass", "exact", "N/A"]) == "pass"
+    assert lbm.overall_verdict(["inconclusive", "input-dominated", "pass"]) == "input-dominated"
+    assert lbm.overall_verdict(["inconclusive", "fail", "input-dominated"]) == "fail"
+    assert lbm.overall_verdict(["pass", "inconclusive"]) == "inconclusive"
+    assert lbm.overall_verdict(["N/A"]) == "N/A"
+    with pytest.raises(ValueError, match="not verdicts: \\['maybe'\\]"):
+        lbm.balanced_score(["maybe"], [])
+
+
+def test_three_shifts_do_not_outweigh_the_randomization_test(inv_rows):
+    # "shifty" passes the three shifts and fails the cascade: 3 passed of 4; "steady" passes one shift and the
+    # cascade: 2 passed of 4. Counting passes puts shifty first; the balanced score (each family 1/2) does not.
+    from tests.conftest import _rand_rows
+
+    ok, bad = ([1.0, 1.0], [0.0, 0.0]), ([0.5, 0.6], [0.5, 0.6])
+    table = concat([
+        *(inv_rows("mlp", "shifty", s, *ok) for s in ("mean_shift", "checkerboard", "adversarial_image")),
+        _rand_rows("mlp", "shifty", "cascading", {"fc2": [0.9, 0.9], "fc1": [0.9, 0.9]}),
+        inv_rows("mlp", "steady", "mean_shift", *ok),
+        *(inv_rows("mlp", "steady", s, *bad) for s in ("checkerboard", "adversarial_image")),
+        _rand_rows("mlp", "steady", "cascading", {"fc2": [0.1, 0.1], "fc1": [0.1, 0.1]}),
+    ])
+    board = lbm.build_leaderboard(table)
+    assert list(board.method) == ["steady", "shifty"]
+    assert list(board.passed) == [2, 3] and list(board.verdict) == ["fail", "fail"]
+    assert list(board.balanced) == pytest.approx([(1 / 3 + 1) / 2, 0.5])
+    assert list(lbm.sort_leaderboard(board, "passed").method) == ["shifty", "steady"]
 
 
 def test_datasets_are_not_pooled(inv_rows):
@@ -120,7 +164,7 @@ def test_cli_writes_three_formats(tmp_path, capsys, full_table, make_sweep):
     sweep = make_sweep(tmp_path)
     out = tmp_path / "out"
     # the job folder is also inside the sweep: its rows must not count twice
-    assert lb_cli.main([str(sweep), str(sweep / "0"), "--out", str(out)]) == 0
+    assert lb_cli.main([str(sweep), str(sweep / "0"), "--out", str(out), "--markdown"]) == 0
     md = capsys.readouterr().out
     assert "## mlp" in md and "## cnn" in md and "| gradient" in md
     assert "Failed jobs (1)" in md and "RuntimeError: boom in broken" in md and "method=broken" in md
@@ -135,15 +179,40 @@ def test_cli_writes_three_formats(tmp_path, capsys, full_table, make_sweep):
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
     assert page.count("data:image/png;base64,") == 1 and "cascade.png" not in page  # a caption, not a path
     assert "<link" not in page and "src='http" not in page and "href=" not in page  # self-contained
-    assert "boom in broken" in page and "<td class='exact'>exact</td>" in page
+    assert "boom in broken" in page and re.search(r"<td class='[^']*\bexact\b[^']*'>exact</td>", page)
+
+    # by default the console summary, not the Markdown: every line within 100 columns, the files named
+    assert lb_cli.main([str(sweep), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "| gradient" not in captured.out and "## mlp" not in captured.out
+    assert max(len(line) for line in captured.out.splitlines()) <= 100 and "\x1b[" not in captured.out
+    assert captured.out.startswith("cnn (1 method)\n") and "mlp (4 methods)" in captured.out
+    assert "Failed jobs (1):" in captured.out and "RuntimeError: boom in broken" in captured.out
+    assert f"Full tables: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {out / 'leaderboard.html'}" in (
+        captured.out.replace("\n", " "))
+    assert "written: " in captured.err
 
 
-def test_cli_formats_default_out_and_errors(tmp_path, capsys, make_sweep):
+def test_cli_writes_nothing_without_out(tmp_path, capsys, make_sweep):
     sweep = make_sweep(tmp_path, failed=False, figure=False)
-    assert lb_cli.main([str(sweep), "--format", "csv", "--sort", "method", "--metric", "spearman_abs"]) == 0
-    assert [p.name for p in sweep.glob("leaderboard.*")] == ["leaderboard.csv"]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert lb_cli.main([str(sweep), "--compare", "gradient", "gxi", "--format", "md,csv"]) == 0
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+    captured = capsys.readouterr()
+    assert "mlp (4 methods)" in captured.out and "A = gradient, B = gxi" in captured.out
+    assert "salbench-leaderboard: nothing written (give --out DIR to write leaderboard.md/.csv and " \
+           "compare_gradient_gxi.csv there)" in captured.err
+    assert "Full tables" not in captured.out
+
+
+def test_cli_formats_and_errors(tmp_path, capsys, make_sweep):
+    sweep = make_sweep(tmp_path, failed=False, figure=False)
+    out = tmp_path / "out"
+    assert lb_cli.main([str(sweep), "--out", str(out), "--format", "csv", "--sort", "method",
+                        "--metric", "spearman_abs"]) == 0
+    assert [p.name for p in out.glob("leaderboard.*")] == ["leaderboard.csv"]
     assert "Failed jobs" not in capsys.readouterr().out
-    csv = render.read_leaderboard_csv(sweep / "leaderboard.csv")
+    csv = render.read_leaderboard_csv(out / "leaderboard.csv")
     assert "rand/cascading/spearman_abs/last" in csv.columns
     assert list(csv.method[csv.model == "mlp"]) == ["gbp", "gradient", "gxi", "ig_black"]
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import leaderboard as lb_cli
+from bench.core.results import COLUMNS
 from bench.reporting import leaderboard as lbm
 from bench.reporting import render, sweep_files
 
@@ -78,12 +79,12 @@ def test_a_damaged_results_file_is_skipped_and_listed(make_sweep, tmp_path, inva
     with caplog.at_level("WARNING", logger="bench.reporting"):
         lb = lbm.load_leaderboard([sweep], skip_unreadable=True)
     pd.testing.assert_frame_equal(lb.board, lbm.build_leaderboard(invariance_table()))  # the good file's rows
-    assert [(p.parent.name, r.split(" (")[0]) for p, r in lb.skipped] == [
-        ("1", f"{sweep.resolve() / '1' / 'results.parquet'} is not a readable results table"),
-        ("2", f"{sweep.resolve() / '2' / 'results.parquet'} lacks the results columns ['experiment', 'dataset', "
-              "'method', 'condition', 'mode', 'layer', 'metric', 'sample', 'seed', 'config_hash']; the contract is "
-              "['experiment', 'model', 'dataset', 'method', 'condition', 'mode', 'layer', 'metric', 'sample', "
-              "'score', 'seed', 'config_hash']")]
+    (one, one_reason), (two, two_reason) = lb.skipped
+    assert (one.parent.name, two.parent.name) == ("1", "2")
+    assert one_reason.split(" (")[0] == f"{sweep.resolve() / '1' / 'results.parquet'} is not a readable results table"
+    assert two_reason.startswith(f"{sweep.resolve() / '2' / 'results.parquet'} lacks the results columns "
+                                 "['experiment', 'dataset', 'method', 'condition', ")
+    assert two_reason.endswith(f"; the contract is {COLUMNS}") and "'model'" not in two_reason.split(";")[0]
     assert sum("skipped an unreadable results file" in r.message for r in caplog.records) == 2
 
     md = render.to_markdown(lb)
@@ -95,8 +96,12 @@ def test_a_damaged_results_file_is_skipped_and_listed(make_sweep, tmp_path, inva
 
     assert lb_cli.main([str(sweep), "--format", "md"]) == 0
     captured = capsys.readouterr()
-    assert "## Skipped results files (2)" in captured.out and "## mlp" in captured.out
+    assert "Skipped results files (2, unreadable):" in captured.out and "mlp (3 methods)" in captured.out
+    assert "  1/results.parquet: is not a readable results table" in captured.out
     assert "2 results file(s) skipped as unreadable" in captured.err
+    assert lb_cli.main([str(sweep), "--markdown"]) == 0
+    captured = capsys.readouterr()
+    assert "## Skipped results files (2)" in captured.out and "## mlp" in captured.out
 
 
 def test_no_readable_results_file_exits_2(make_sweep, tmp_path, capsys):
@@ -116,7 +121,8 @@ def test_no_readable_results_file_exits_2(make_sweep, tmp_path, capsys):
     (["{sweep}", "--rank-by", "bogus"], "cannot rank by 'bogus': use a mean column with a better side: "
                                         "inv/mean_shift/ssim, "),
     (["{sweep}", "--rank-by", "rand/cascading/ssim/repeat"], "cannot rank by 'rand/cascading/ssim/repeat'"),
-    (["{sweep}", "--sort", "bogus"], "cannot sort by 'bogus': use passed, method or one of the columns passed,"),
+    (["{sweep}", "--sort", "bogus"], "cannot sort by 'bogus': use balanced (the ranking), passed, method or one of "
+                                     "the columns verdict, balanced, passed,"),
     (["{sweep}", "--metric", "bogus"], "unknown score 'bogus'; accepted: ssim, "),
     (["{sweep}", "--metric", "hog"], "no randomization scores for the metric 'hog'; the table has spearman_abs, ssim"),
     (["{sweep}", "--compare", "gradient", "bogus"], "no results for method(s) ['bogus']; the table has gbp, "),
@@ -141,6 +147,8 @@ def test_bad_input_exits_2_with_a_message(make_sweep, tmp_path, capsys, args, me
     (["--min-drop", "nan"], "argument --min-drop: nan is out of range"),
     (["--ssim-threshold", "1.5"], "argument --ssim-threshold: 1.5 is out of range; accepted: a number in [-1, 1]"),
     (["--tolerance", "abc"], "argument --tolerance: 'abc' is not a number; accepted: a number >= 0"),
+    (["--width", "39"], "argument --width: 39 is out of range; accepted: a whole number >= 40"),
+    (["--width", "wide"], "argument --width: invalid int value: 'wide'"),
 ])
 def test_bad_options_are_usage_errors(make_sweep, tmp_path, capsys, args, message):
     sweep = make_sweep(tmp_path, failed=False, figure=False)

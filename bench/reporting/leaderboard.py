@@ -3,7 +3,8 @@
 :func:`load_leaderboard` reads every ``results.parquet`` under job or sweep folders
 (:func:`bench.reporting.sweep_files.load_results`)
 and builds the board (:func:`build_leaderboard`); the renderers (:mod:`bench.reporting.render`) write it as
-Markdown, CSV and self-contained HTML; ``salbench-leaderboard`` (:mod:`bench.cli.leaderboard`) does both. Beside the
+Markdown, CSV and self-contained HTML, :mod:`bench.reporting.console` as a summary that fits a terminal;
+``salbench-leaderboard`` (:mod:`bench.cli.leaderboard`) does both. Beside the
 board (all read by :mod:`bench.reporting.sweep_files`): the jobs whose ``job.json`` says they failed, with what
 failed, the results files that could not be read (skipped on request, each with its reason), the models' facts from
 the jobs' records and the jobs' own figures (``<job>/figures/*.png``, never W&B's copies, each once).
@@ -12,6 +13,14 @@ Columns (the CSV's names; the CSV is also the baseline format of ``salbench-chec
 ------------------------------------------------------------------------------------
 - ``model``, ``method``: the row key. When a model was run on more than one dataset, ``model`` is
   ``"<model>@<dataset>"`` for every row, so that datasets are not pooled.
+- ``verdict``: the row's overall verdict, its worst test's (:func:`overall_verdict`: ``fail`` before
+  ``input-dominated`` before ``inconclusive`` before ``pass``; ``N/A`` when no test was run).
+- ``balanced``: the balanced score in [0, 1] (:func:`balanced_score`): each test's verdict counts 1 (``pass``,
+  ``exact``), 0.5 (``inconclusive``) or 0 (``fail``, ``input-dominated``); the score is the mean of two family means,
+  the invariance tests' (one per shift) and the randomization tests' (one per mode), each family weighing 1/2 and
+  each test within its family alike (one family alone when only one was run; NaN when none). Three shifts thus
+  weigh as much together as one randomization test: a method that passes the three shifts and fails the cascade
+  scores 0.5, one that fails one shift and passes the rest 0.83.
 - ``passed``, ``tests``: how many of the per-shift / per-mode verdicts below passed, and how many were run.
 - ``invariance``, ``randomization``: the overall verdict of each test: ``pass`` when every shift (mode) run for
   that row passed, else the first of ``fail``, ``input-dominated``, ``inconclusive`` that occurs; ``N/A`` when
@@ -44,10 +53,14 @@ a family of models is in ``benchmarks/calibration.md`` and the README.
 
 Sorting and grouping
 --------------------
-Rows are grouped by model (models in alphabetical order); the Markdown and HTML outputs print one
-table per model. Within a model, ``sort="passed"`` (default) orders by the number of verdicts passed
-(most first), then by method name; ``sort="method"`` by method name; any other column name sorts by that
-column, ascending (prefix ``-`` for descending), missing values last, ties by method name.
+Rows are grouped by model (models in alphabetical order); the Markdown and HTML outputs print one table per model.
+Within a model, ``sort="balanced"`` (default) is the ranking: by ``verdict`` (the worst test decides; ``pass``
+first, then ``inconclusive``, ``input-dominated``, ``fail``, and rows with no test last), then by ``balanced``
+(highest first), then by the number of tests run (most first: more evidence), then by method name. ``sort="passed"``
+orders by the number of verdicts passed (most first), then by method name; ``sort="method"`` by method name; any
+other column name sorts by that column, ascending (prefix ``-`` for descending), missing values last, ties by method
+name. With ``rank_by`` and no ``sort``, the board is sorted by that rank (1 = best first). The sort key is kept in
+``board.attrs["sort"]``.
 
 Rows pool only when they come from the same configuration (their ``config_hash``, the hash of everything that
 determines the scores: model, data and encoding, training recipe, samples and seed, method parameters, the shift's or
@@ -63,7 +76,6 @@ import logging
 import math
 import os
 import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +120,15 @@ from bench.reporting.sweep_files import (
 
 __all__ = [
     "build_leaderboard",
+    "balanced_score",
+    "overall_verdict",
+    "verdict_columns",
+    "DEFAULT_SORT",
+    "VERDICT_POINTS",
+    "VERDICT_RANK",
     "bootstraps",
     "compare_methods",
+    "TIE_RTOL",
     "rank_intervals",
     "sort_leaderboard",
     "load_leaderboard",
@@ -128,7 +147,14 @@ DEFAULT_METRIC = RANDOMIZATION_SCORE
 PASS, EXACT, FAIL, NA = "pass", "exact", "fail", "N/A"  # the randomization verdicts add input-dominated, inconclusive
 PASSING = (PASS, EXACT)
 KEY = ["model", "method"]
-COUNT_COLUMNS = ["passed", "tests"]
+#: the columns derived from the per-test verdicts: ``salbench-check`` does not compare them (their verdicts it does)
+COUNT_COLUMNS = ["verdict", "balanced", "passed", "tests"]
+#: the default order of :func:`sort_leaderboard` and of ``salbench-leaderboard --sort``: the ranking
+DEFAULT_SORT = "balanced"
+#: what one test's verdict counts in the balanced score (:func:`balanced_score`); ``N/A`` (not run) does not count
+VERDICT_POINTS = {PASS: 1.0, EXACT: 1.0, INCONCLUSIVE: 0.5, INPUT_DOMINATED: 0.0, FAIL: 0.0}
+#: the order of overall verdicts, best first: a row's worst test decides (:func:`overall_verdict`)
+VERDICT_RANK = {PASS: 0, INCONCLUSIVE: 1, INPUT_DOMINATED: 2, FAIL: 3, NA: 4}
 SUMMARY_COLUMNS = ["invariance", "randomization"]
 SHIFT_ORDER = ("mean_shift", "checkerboard", "adversarial_image")
 MODE_ORDER = ("cascading", "bottom_up", "independent", "labels")
@@ -250,47 +276,101 @@ def parse_nonfinite(text: Any) -> dict[str, dict[str, int]]:
     return out
 
 
+#: two resampled means are tied when they differ by at most this share of their scale, ``max(1, |a|, |b|)``
+TIE_RTOL = 1e-12
+
+
 def compare_methods(table: pd.DataFrame, a: str, b: str, *, metric: str = DEFAULT_METRIC,
-                    configs: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
-    """Paired comparison of methods ``a`` and ``b`` on every mean cell both have: per (model, column), both
-    estimates, the difference ``a - b`` with its 95% interval (the same resamples for both: paired) and
-    ``p_a_better``, the share of resamples in which ``a`` is better (invariance SSIM higher; randomization
-    similarities lower). Raises ``ValueError`` naming the methods when one is not in the table."""
-    table = _model_labels(table, configs)
-    known = set(table.method)
+                    configs: Mapping[str, Mapping[str, Any]] | None = None,
+                    board: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Paired comparison of methods ``a`` and ``b`` on every mean cell of the leaderboard that both have (a defined
+    mean) and that has a better side: per (model, column), ``estimate_a`` / ``estimate_b`` (the leaderboard's own cells,
+    exactly), ``diff = estimate_a - estimate_b`` with the 95% interval of the paired bootstrap difference (the same
+    resamples for both, :func:`bench.reporting.cells.bootstraps`, as the board's intervals), and ``p_a_better``: the
+    share of resamples in which ``a`` is better (invariance SSIM higher; randomization similarities lower), **a tie
+    counting one half**: two resampled means are tied when ``|mean_a - mean_b| <= TIE_RTOL * max(1, |mean_a|,
+    |mean_b|)`` (so exactly tied per-sample scores, or scores one rounding apart, give 0.5, never a verdict of float
+    noise). Resamples where either mean is undefined are left out (NaN when none is left).
+
+    ``board``: the leaderboard of the same ``table``, ``configs`` and ``metric`` (:func:`build_leaderboard`); built
+    here when ``None``. Raises ``ValueError`` naming the methods the table has when ``a`` or ``b`` is not in it,
+    or when ``board`` was built with another randomization metric."""
+    labeled = _model_labels(table, configs)
+    known = set(labeled.method)
     missing = [m for m in (a, b) if m not in known]
     if missing:
         raise ValueError(f"no results for method(s) {missing}; the table has {', '.join(sorted(known))}")
+    if board is None:
+        board = build_leaderboard(table, randomization_metric=metric, configs=configs)
+    built_with = board.attrs.get("settings", {}).get("randomization_metric", metric)
+    if built_with != metric:
+        raise ValueError(f"the leaderboard was built with the randomization metric {built_with!r}, not {metric!r}")
+    cells = board.set_index(KEY)
     rows = []
-    for model, boot in bootstraps(table, metric).items():
+    for model, boot in bootstraps(_finite_scores(labeled), metric).items():
         for column in dict.fromkeys(c for _, c in boot.columns):
             better_high = better_is_higher(column)
-            if (a, column) not in boot.columns or (b, column) not in boot.columns or better_high is None:
+            if ((a, column) not in boot.columns or (b, column) not in boot.columns or better_high is None
+                    or column not in cells.columns or (model, a) not in cells.index or (model, b) not in cells.index):
                 continue
             da, db = boot[(a, column)].to_numpy(), boot[(b, column)].to_numpy()
             diff = da - db
             lo, hi = percentile_interval(diff[:, None])
             ok = np.isfinite(diff)
-            wins = (diff[ok] > 0) if better_high else (diff[ok] < 0)
-            with warnings.catch_warnings():  # a cell without any finite value: NaN estimates, no warning
-                warnings.simplefilter("ignore", RuntimeWarning)
-                means = [float(np.nanmean(v)) for v in (da, db, diff)]
-            rows.append(dict(model=model, column=column, a=a, b=b, estimate_a=means[0], estimate_b=means[1],
-                             diff=means[2], diff_lo=float(lo[0]), diff_hi=float(hi[0]),
-                             p_a_better=float(wins.mean()) if ok.any() else float("nan")))
+            tie = np.abs(diff) <= TIE_RTOL * np.maximum(1.0, np.maximum(np.abs(da), np.abs(db)))
+            wins = ~tie & ((diff > 0) if better_high else (diff < 0))
+            p = float((wins[ok].sum() + 0.5 * tie[ok].sum()) / ok.sum()) if ok.any() else float("nan")
+            est_a, est_b = float(cells.at[(model, a), column]), float(cells.at[(model, b), column])
+            if math.isnan(est_a) or math.isnan(est_b):  # a test one of them did not run (or no defined score)
+                continue
+            rows.append(dict(model=model, column=column, a=a, b=b, estimate_a=est_a, estimate_b=est_b,
+                             diff=est_a - est_b, diff_lo=float(lo[0]), diff_hi=float(hi[0]), p_a_better=p))
     return pd.DataFrame(rows, columns=["model", "column", "a", "b", "estimate_a", "estimate_b", "diff", "diff_lo",
                                        "diff_hi", "p_a_better"])
 
 
-def _overall(verdicts: Sequence[str]) -> str:
-    """``pass`` when every verdict run passed; else the first of ``fail``, ``input-dominated``, ``inconclusive``
-    that occurs (``N/A`` when none was run)."""
+def _run(verdicts: Iterable[str]) -> list[str]:
+    """The verdicts of the tests run (``N/A`` left out); ``ValueError`` naming a word that is not a verdict."""
     run = [v for v in verdicts if v != NA]
+    unknown = sorted({v for v in run if v not in VERDICT_POINTS})
+    if unknown:
+        raise ValueError(f"not verdicts: {unknown}; accepted: {', '.join([*VERDICT_POINTS, NA])}")
+    return run
+
+
+def overall_verdict(verdicts: Iterable[str]) -> str:
+    """The verdict of several tests, their worst: ``pass`` (``exact`` counts as ``pass``) when every test run passed;
+    else the first of ``fail``, ``input-dominated``, ``inconclusive`` that occurs (in that order); ``N/A`` when none
+    was run. Raises ``ValueError`` for a word that is not a verdict."""
+    run = _run(verdicts)
     if not run:
         return NA
     if all(v in PASSING for v in run):
         return PASS
     return next(w for w in (FAIL, INPUT_DOMINATED, INCONCLUSIVE) if w in run)
+
+
+def balanced_score(invariance: Iterable[str], randomization: Iterable[str]) -> float:
+    """The balanced score of one row from its per-test verdicts (``invariance``: one per shift; ``randomization``:
+    one per mode; ``N/A`` = not run, left out). Each verdict counts :data:`VERDICT_POINTS` (``pass``/``exact`` 1,
+    ``inconclusive`` 0.5, ``fail``/``input-dominated`` 0); each family's points are averaged over its tests run, and
+    the score is the mean of the families run: ``(mean_inv + mean_rand) / 2``, or the one family's mean when only
+    one was run, NaN when none. So every family weighs 1/2 whatever its number of tests: three shifts do not
+    outweigh one randomization test."""
+    families = []
+    for verdicts in (invariance, randomization):
+        run = _run(verdicts)
+        if run:
+            families.append(sum(VERDICT_POINTS[v] for v in run) / len(run))
+    return sum(families) / len(families) if families else math.nan
+
+
+def verdict_columns(board: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The per-test verdict columns of a board, in its order: ``(inv/<shift>/verdict ..., rand/<mode>/verdict ...)``.
+    """
+    inv = [c for c in board.columns if c.startswith("inv/") and c.endswith("/verdict")]
+    rand = [c for c in board.columns if c.startswith("rand/") and c.endswith("/verdict")]
+    return inv, rand
 
 
 def build_leaderboard(
@@ -300,12 +380,17 @@ def build_leaderboard(
     ssim_threshold: float | None = None,
     randomization_metric: str = DEFAULT_METRIC,
     min_drop: float | None = None,
-    sort: str = "passed",
+    sort: str | None = None,
     configs: Mapping[str, Mapping[str, Any]] | None = None,
     rank_by: str | None = None,
 ) -> pd.DataFrame:
     """One row per (model, method) from a long results table (see the module docstring for the columns,
-    verdicts and thresholds). The settings are kept in ``board.attrs["settings"]``.
+    verdicts, thresholds and orders). The settings are kept in ``board.attrs["settings"]``, the sort key in
+    ``board.attrs["sort"]``.
+
+    ``sort``: a key of :func:`sort_leaderboard`; ``None``: the rank by ``rank_by`` when given (``rank/<rank_by>``,
+    1 = best first), else :data:`DEFAULT_SORT` (the ranking). ``rank_by``: a mean column with a better side; adds
+    ``rank/<rank_by>`` with its 95% rank interval (``_lo``, ``_hi``) after the key columns.
 
     Thresholds left ``None`` are the score registry's (:mod:`bench.core.scores`). Raises ``ValueError`` when
     the table has randomization rows but none for ``randomization_metric``, or the metric is not registered.
@@ -380,42 +465,77 @@ def build_leaderboard(
         ranks = rank_intervals(boots, rank_by)
         triples = [ranks.get((m, k), (math.nan,) * 3) for m, k in zip(board.model, board.method, strict=True)]
         for i, suffix in enumerate(("", "_lo", "_hi")):
-            board[f"rank/{rank_by}{suffix}"] = [t[i] for t in triples]
+            board.insert(len(KEY) + i, f"rank/{rank_by}{suffix}", [t[i] for t in triples])
 
     board[NONFINITE_COLUMN] = [
         format_nonfinite({c: nonfinite[(m, k, c)] for c in board.columns if (m, k, c) in nonfinite}) or None
         for m, k in zip(board.model, board.method, strict=True)]
     per_test = board[shift_cols + mode_cols]
-    board.insert(2, "passed", per_test.isin(PASSING).sum(axis=1).astype("int64"))
-    board.insert(3, "tests", (per_test != NA).sum(axis=1).astype("int64"))
-    board.insert(4, "invariance", [_overall(r) for r in board[shift_cols].itertuples(index=False)])
-    board.insert(5, "randomization", [_overall(r) for r in board[mode_cols].itertuples(index=False)])
+    at = board.columns.get_loc("method") + 1 + (3 if rank_by is not None else 0)
+    inv_rows = list(board[shift_cols].itertuples(index=False))
+    rand_rows = list(board[mode_cols].itertuples(index=False))
+    derived = {
+        "verdict": [overall_verdict(r) for r in per_test.itertuples(index=False)],
+        "balanced": np.array([balanced_score(i, r) for i, r in zip(inv_rows, rand_rows, strict=True)], dtype=float),
+        "passed": per_test.isin(PASSING).sum(axis=1).astype("int64"),
+        "tests": (per_test != NA).sum(axis=1).astype("int64"),
+        "invariance": [overall_verdict(r) for r in inv_rows],
+        "randomization": [overall_verdict(r) for r in rand_rows],
+    }
+    for i, (name, values) in enumerate(derived.items()):
+        board.insert(at + i, name, values)
     settings = dict(tolerance=tolerance, ssim_threshold=ssim_threshold, randomization_metric=randomization_metric,
                     min_drop=min_drop)
+    if sort is None:
+        sort = f"rank/{rank_by}" if rank_by is not None else DEFAULT_SORT
     board = sort_leaderboard(board, sort)
     board.attrs["settings"] = settings
     return board
 
 
-def sort_leaderboard(board: pd.DataFrame, by: str = "passed") -> pd.DataFrame:
-    """Grouped by model; within a model by ``by``: ``passed`` (most verdicts passed first), ``method``, or a
-    column name (ascending; ``-name`` descending; missing values last); ties by method name."""
+def sort_leaderboard(board: pd.DataFrame, by: str = DEFAULT_SORT) -> pd.DataFrame:
+    """Grouped by model (alphabetical); within a model by ``by`` (kept in ``attrs["sort"]``):
+
+    - ``balanced`` (default): the ranking: ``verdict`` (the worst test decides: ``pass``, ``inconclusive``,
+      ``input-dominated``, ``fail``, then rows with no test), then ``balanced`` (highest first), then ``tests``
+      (most first), then method name; a board without the ``verdict`` / ``balanced`` columns (a CSV written before
+      them) has them derived from its per-test verdict columns for the order;
+    - ``passed``: most verdicts passed first, ties by method name;
+    - ``method``: by method name (``-method``: descending);
+    - a column name: ascending (``-name``: descending), missing values last, ties by method name (``rank/<column>``
+      after ``rank_by``: 1 = best first).
+
+    Raises ``ValueError`` naming the accepted keys for any other ``by``."""
     attrs = dict(board.attrs)
     descending = by.startswith("-")
     col = by[1:] if descending else by
-    if col == "passed":
+    if by == DEFAULT_SORT:
+        inv_cols, rand_cols = verdict_columns(board)
+        verdict = board["verdict"] if "verdict" in board.columns else pd.Series(
+            [overall_verdict(r) for r in board[inv_cols + rand_cols].itertuples(index=False)], index=board.index)
+        balanced = board["balanced"] if "balanced" in board.columns else pd.Series(
+            [balanced_score(r[:len(inv_cols)], r[len(inv_cols):])
+             for r in board[inv_cols + rand_cols].itertuples(index=False)], index=board.index, dtype=float)
+        tests = (board[inv_cols + rand_cols] != NA).sum(axis=1)
+        keys = pd.DataFrame({"model": board["model"], "_v": verdict.map(VERDICT_RANK).fillna(len(VERDICT_RANK)),
+                             "_b": balanced.astype(float).fillna(-1.0), "_t": tests, "method": board["method"]},
+                            index=board.index)
+        order = keys.sort_values(["model", "_v", "_b", "_t", "method"], ascending=[True, True, False, False, True],
+                                 kind="stable").index
+        out = board.loc[order]
+    elif col == "passed":
         out = board.sort_values(["model", "passed", "method"], ascending=[True, False, True], kind="stable")
     elif col == "method":
-        out = board.sort_values(["model", "method"], kind="stable")
+        out = board.sort_values(["model", "method"], ascending=[True, not descending], kind="stable")
     elif col in board.columns:
         out = board.sort_values("method", kind="stable").sort_values(col, ascending=not descending,
                                                                      na_position="last", kind="stable")
         out = out.sort_values("model", kind="stable")
     else:
-        raise ValueError(f"cannot sort by {by!r}: use passed, method or one of the columns "
-                         f"{', '.join(c for c in board.columns if c not in KEY)}")
+        raise ValueError(f"cannot sort by {by!r}: use {DEFAULT_SORT} (the ranking), passed, method or one of the "
+                         f"columns {', '.join(c for c in board.columns if c not in KEY)}")
     out = out.reset_index(drop=True)
-    out.attrs = attrs
+    out.attrs = {**attrs, "sort": by}
     return out
 
 

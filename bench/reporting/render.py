@@ -1,5 +1,6 @@
 """Rendering a leaderboard: Markdown, CSV and a self-contained HTML page (inline CSS and a few lines of script that
-sort the tables, a metadata header, the figures embedded, grouped and captioned). No torch."""
+sort the tables, a metadata header, verdicts coloured per word, the figures embedded, grouped side by side and
+captioned). No torch."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench._io import atomic_write
+from bench.reporting.aggregate import INCONCLUSIVE, INPUT_DOMINATED
 from bench.reporting.cells import inv_column, rand_column
 from bench.reporting.leaderboard import EXACT, FAIL, NA, NONFINITE_COLUMN, PASS, Leaderboard, parse_nonfinite
 from bench.reporting.safe_csv import write_csv
@@ -211,9 +213,14 @@ def to_markdown(lb: Leaderboard | pd.DataFrame) -> str:
 
 # -- HTML ------------------------------------------------------------------------------------------------------
 
+#: the page's style. The leaderboard tables (``table.board``) wrap their headers, show each interval on a second line,
+#: keep the header (``thead``) and the method column (``.method``) sticky inside their container (``div.board``, which
+#: scrolls, never the page); each verdict word has its own class and colour rule (:data:`VERDICT_CLASSES`); figures
+#: sit in grids of cards (``div.figgrid``), one row per condition when several jobs show it, side by side.
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em;color:#222}
-h1,h2,h3,h4{font-weight:600}h3{margin:1.2em 0 .4em}h4{margin:.8em 0 .4em;color:#444}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em 2em;color:#222}
+h1,h2,h3,h4,h5{font-weight:600}h3{margin:1.4em 0 .4em}h4{margin:.8em 0 .4em;color:#444}
+h5{margin:.8em 0 .3em;color:#555;font-size:.9em}
 table{border-collapse:collapse;margin:0 0 2em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}th{background:#f2f2f2}
 th[colspan]{text-align:center}td.text{white-space:normal}
@@ -221,18 +228,41 @@ th[data-col]{cursor:pointer;user-select:none}th[data-col]:hover{background:#e2e8
 th[aria-sort=ascending]::after{content:" \\25B2";font-size:.7em}
 th[aria-sort=descending]::after{content:" \\25BC";font-size:.7em}
 td.method,td.text{text-align:left}span.ci{font-size:.85em;color:#555}div.scroll{overflow-x:auto;max-width:100%}
-td.method{font-weight:600}.pass{background:#d8f0d8}.exact{background:#b5e3b5}
+td.method{font-weight:600}
 span.nonfinite::after{content:"*";color:#b00000;font-weight:600}
-.fail{background:#f6d2d2}.na{color:#999}p.legend{max-width:60em;color:#444}
+p.legend{max-width:80em;color:#444}
 p.meta{color:#444;margin:-.5em 0 1.5em}p.meta span+span::before{content:" \\00B7  "}
-figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:100%}figure img{max-width:100%}
-figcaption{font-size:.85em;color:#333;max-width:60em}figcaption .job{color:#777}
+figure img{max-width:100%;height:auto}
+figcaption{font-size:.85em;color:#333}figcaption .job{color:#666;font-weight:600}
 ul.errors{margin:0;padding-left:1.2em;text-align:left}
+div.board{overflow:auto;max-width:100%;max-height:calc(100vh - 3em);margin:0 0 2em;border:1px solid #bbb}
+table.board{border-collapse:separate;border-spacing:0;margin:0;font-size:.85em}
+table.board th,table.board td{border:0;border-right:1px solid #ddd;border-bottom:1px solid #ddd;padding:.25em .45em}
+table.board th{white-space:normal;vertical-align:bottom;line-height:1.2}
+table.board thead{position:sticky;top:0;z-index:2}
+table.board th.family{background:#e4e8ee;font-size:1.05em}table.board th.sub{background:#eef1f5}
+table.board .method{position:sticky;left:0;z-index:1;background:#fff;text-align:left;border-right:2px solid #999}
+table.board th.method{background:#e4e8ee;z-index:3;vertical-align:middle}
+table.board .start{border-left:2px solid #999}
+table.board td span.ci{display:block;font-size:.8em}
+td.v,span.v{font-weight:600}table.board td.v{text-align:center;white-space:normal}
+span.v{display:inline-block;padding:.1em .5em;border:1px solid #ccc}
+.pass{background:#cdebcd;color:#14501a}.exact{background:#9fd89f;color:#0b3d10}
+.fail{background:#f5c2c2;color:#7d0a0a}
+.input-dominated{background:#ffd8a8;color:#7a3b00}
+.inconclusive{background:#d9dcf7;color:#262a7a}
+.na{background:#f3f3f3;color:#888;font-style:italic}td.v.na,span.v.na{font-weight:400}
+ul.key{list-style:none;padding:0;margin:.2em 0 1em;display:flex;flex-wrap:wrap;gap:.4em 1.4em;font-size:.9em}
+div.figgrid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,var(--track,260px)),1fr));gap:1em;
+ align-items:start;margin:0 0 1.2em}
+figure.card{margin:0;padding:.5em;border:1px solid #ddd;border-radius:4px;background:#fff;cursor:zoom-in}
+figure.card.wide{grid-column:1/-1;cursor:zoom-out}figure.card img{display:block;margin:0 auto}
 """
 
 #: sorts a table by the clicked header (``th[data-col]``: the column's cell index); numbers (the leading number of
 #: a cell: "0.061 [0.039, 0.087]" sorts as 0.061) before text (alphabetical), empty cells ("—", "N/A") last in
-#: either direction; a second click reverses; ties keep their order
+#: either direction; a second click reverses; ties keep their order. A click on a figure's card widens it to the
+#: whole row (and back)
 _SORT_JS = """
 (function(){
 function key(t){t=t.trim();var m=/^[-+]?(\\d+\\.?\\d*|\\.\\d+)(e[-+]?\\d+)?/i.exec(t);
@@ -250,13 +280,34 @@ document.querySelectorAll('table.sortable th[data-col]').forEach(function(th){
  th.addEventListener('click',sort);
  th.addEventListener('keydown',function(e){if(e.key==='Enter'||e.key===' '){e.preventDefault();sort();}});
 });
+document.querySelectorAll('figure.card').forEach(function(f){
+ f.addEventListener('click',function(){f.classList.toggle('wide');});});
 })();
 """
 
 
+#: every verdict word -> the class of its cell; each class has its own colour rule in the page's CSS (the word is
+#: always written too: the colour is never the only cue). ``—`` (not run, undefined) reads as ``N/A``.
+VERDICT_CLASSES: dict[str, str] = {PASS: "pass", EXACT: "exact", FAIL: "fail", INPUT_DOMINATED: "input-dominated",
+                                   INCONCLUSIVE: "inconclusive", NA: "na"}
+#: what each verdict word means, for the key above the tables
+VERDICT_MEANINGS: dict[str, str] = {
+    PASS: "the map follows the model", EXACT: "invariance: identical maps",
+    FAIL: "the map does not follow the model", INPUT_DOMINATED: "what survives is what the input alone explains",
+    INCONCLUSIVE: "the evidence does not decide", NA: "not run"}
+
+
 def _html_class(text: str) -> str:
-    return {PASS: "pass", EXACT: "exact", FAIL: "fail", NA: "na", "—": "na", "input-dominated": "fail",
-            "inconclusive": "na"}.get(text, "")
+    """The class of a cell that reads ``text``: the verdict's (:data:`VERDICT_CLASSES`), ``na`` for ``—``, else
+    ``""``."""
+    return VERDICT_CLASSES.get(text, "na" if text == "—" else "")
+
+
+def _verdict_key() -> str:
+    """The key to the verdict colours: each word in its own colour, with what it means."""
+    items = "".join(f"<li><span class='v {VERDICT_CLASSES[w]}'>{html.escape(w)}</span> {html.escape(m)}</li>"
+                    for w, m in VERDICT_MEANINGS.items())
+    return f"<ul class='key'>{items}</ul>"
 
 
 def _git_commit(folder: Path) -> str:
@@ -330,39 +381,116 @@ def _models_html(models: pd.DataFrame) -> list[str]:
             *_table(["model", "data", "test accuracy", "train accuracy", "samples", "seeds", "jobs"], rows)]
 
 
-def _board_html(board: pd.DataFrame) -> list[str]:
-    esc = html.escape
-    groups = _groups(board)
-    head1 = ["<th rowspan='2' data-col='0'>method</th>"]
-    head2 = []
+#: a leaderboard table's columns as the HTML header shows them, in three levels: ``[(family, [(group, [(board
+#: column, label), ...]), ...]), ...]``
+BoardLayout = list[tuple[str, list[tuple[str, list[tuple[str, str]]]]]]
+
+
+def _condition_of(col: str) -> str:
+    """The shift or mode a per-condition column is about: ``inv/mean_shift/verdict`` -> ``mean_shift``."""
+    return "/".join(col.split("/")[1:-1])
+
+
+def board_layout(board: pd.DataFrame) -> BoardLayout:
+    """The columns of the HTML leaderboard (each column of the Markdown table once, in other places) under a
+    three-level header, test family -> shift / mode -> statistic:
+
+    - ``Verdicts`` first, so that they are visible without scrolling: ``overall`` (passed, invariance,
+      randomization), then the ``invariance`` verdict per shift and the ``randomization`` verdict per mode, each
+      labelled by its shift / mode;
+    - ``Input invariance``: per shift, its score (SSIM);
+    - ``Model randomization``: per mode and verdict score (``cascading (ssim)``), repeat, top, last and AUC;
+    - ``Rank``: per ranking (``by rand/cascading/ssim/top``), the rank.
+
+    Families and groups without columns are left out."""
+    overall: list[tuple[str, str]] = []
+    verdicts: dict[str, list[tuple[str, str]]] = {"invariance": [], "randomization": []}
+    scores: dict[str, list[tuple[str, list[tuple[str, str]]]]] = {"Input invariance": [], "Model randomization": [],
+                                                                   "Rank": []}
+    seen: set[str] = set()
+    for group, cols in _groups(board):
+        cols = [(c, sub) for c, sub in cols if c not in seen]
+        seen.update(c for c, _ in cols)
+        if not group:
+            overall += cols
+            continue
+        kind = cols[0][0].split("/")[0] if cols else ""
+        verdicts_here = [(c, _condition_of(c)) for c, _ in cols if c.endswith("/verdict")]
+        rest = [(c, sub) for c, sub in cols if not c.endswith("/verdict")]
+        if kind == "inv":
+            verdicts["invariance"] += verdicts_here
+            scores["Input invariance"].append((group, rest))
+        elif kind == "rand":
+            verdicts["randomization"] += verdicts_here
+            scores["Model randomization"].append((group, rest))
+        elif kind == "rank":
+            scores["Rank"].append((group.removeprefix("rank "), rest))
+    layout: BoardLayout = [("Verdicts", [(g, cols) for g, cols in [("overall", overall), *verdicts.items()] if cols])]
+    layout += [(family, [(g, cols) for g, cols in groups if cols]) for family, groups in scores.items()]
+    return [(family, groups) for family, groups in layout if groups]
+
+
+def _breakable(label: str) -> str:
+    """``label`` as HTML that may wrap after an underscore, a slash or before a parenthesis (``<wbr>``: the text of
+    the header, what the table sorts and tests read, stays the label)."""
+    text = html.escape(label)
+    return re.sub(r"([_/])", r"\1<wbr>", text).replace(" (", " <wbr>(")
+
+
+def _classes(*names: str) -> str:
+    """`` class='a b'`` of the non-empty ``names``; ``""`` without any."""
+    names = tuple(n for n in names if n)
+    return f" class='{' '.join(names)}'" if names else ""
+
+
+def _board_head(layout: BoardLayout) -> list[str]:
+    """The three header rows of a leaderboard table: families and groups span their columns (``colspan``); each
+    column's own header (``data-col``: its cell index, ``data-key``: its board column) sorts the table. The first
+    column of each group is marked ``start`` (a stronger rule between groups)."""
+    families = ["<th rowspan='3' data-col='0' data-key='method' class='method'>method</th>"]
+    groups, leaves = [], []
     col = 1
-    for g, cols in groups:
-        if g:
-            head1.append(f"<th colspan='{len(cols)}'>{esc(g)}</th>")
-            for _, sub in cols:
-                head2.append(f"<th data-col='{col}'>{esc(sub)}</th>")
+    for family, family_groups in layout:
+        width = sum(len(cols) for _, cols in family_groups)
+        families.append(f"<th colspan='{width}' class='family start'>{html.escape(family)}</th>")
+        for group, cols in family_groups:
+            groups.append(f"<th colspan='{len(cols)}' class='sub start'>{_breakable(group)}</th>")
+            for i, (c, label) in enumerate(cols):
+                leaves.append(f"<th data-col='{col}' data-key='{html.escape(c)}'{_classes('start' if i == 0 else '')}>"
+                              f"{_breakable(label)}</th>")
                 col += 1
-        else:
-            for _, sub in cols:
-                head1.append(f"<th rowspan='2' data-col='{col}'>{esc(sub)}</th>")
-                col += 1
+    return ["<thead>", "<tr>" + "".join(families) + "</tr>", "<tr>" + "".join(groups) + "</tr>",
+            "<tr>" + "".join(leaves) + "</tr>", "</thead>"]
+
+
+def _board_cell(board: pd.DataFrame, row: pd.Series, col: str, marks: Mapping[str, Mapping[str, int]],
+                start: bool) -> str:
+    """One ``<td>``: the value, the non-finite mark (drawn by CSS: the cell's text, what the table sorts by, stays
+    the number) and the interval (``span.ci``); a verdict word gets its class (:data:`VERDICT_CLASSES`) and ``v``."""
+    esc = html.escape
+    text = _cell(board, row, col)
+    cls = _html_class(text)
+    value, bracket, interval = text.partition(" [")
+    mark = f"<span class='nonfinite' title='{esc(_counts_text(marks[col]))}'></span>" if col in marks else ""
+    body = esc(value) + mark + (f" <span class='ci'>[{esc(interval)}</span>" if bracket else "")
+    verdict = "v" if cls and (col.endswith("verdict") or col in ("invariance", "randomization")) else ""
+    return f"<td{_classes(verdict, cls, 'start' if start else '')}>{body}</td>"
+
+
+def _board_html(board: pd.DataFrame) -> list[str]:
+    """Per model, a heading and its table (``table.board`` in a scrolling ``div.board``: :func:`board_layout`),
+    then the notes on its non-finite cells."""
+    esc = html.escape
+    layout = board_layout(board)
+    head = _board_head(layout)
+    columns = [(c, i == 0) for _, groups in layout for _, cols in groups for i, (c, _) in enumerate(cols)]
     out = []
     for model, rows in board.groupby("model", sort=True):
-        out += [f"<h2>{esc(str(model))}</h2>", "<div class='scroll'><table class='sortable'><thead>",
-                "<tr>" + "".join(head1) + "</tr>", "<tr>" + "".join(head2) + "</tr>", "</thead><tbody>"]
+        out += [f"<h2>{esc(str(model))}</h2>", "<div class='board'><table class='sortable board'>", *head, "<tbody>"]
         for _, r in rows.iterrows():
-            cells = [f"<td class='method'>{esc(str(r['method']))}</td>"]
             marks = _nonfinite(r)
-            for _, cols in groups:
-                for c, _ in cols:
-                    text = _cell(board, r, c)
-                    cls = _html_class(text)
-                    value, bracket, interval = text.partition(" [")
-                    # the mark is drawn by CSS: the cell's text (what the table sorts by) stays the number
-                    mark = (f"<span class='nonfinite' title='{esc(_counts_text(marks[c]))}'></span>"
-                            if c in marks else "")
-                    body = esc(value) + mark + (f" <span class='ci'>[{esc(interval)}</span>" if bracket else "")
-                    cells.append(f"<td class='{cls}'>{body}</td>" if cls else f"<td>{body}</td>")
+            cells = [f"<td class='method'>{esc(str(r['method']))}</td>"]
+            cells += [_board_cell(board, r, c, marks, start) for c, start in columns]
             out.append("<tr>" + "".join(cells) + "</tr>")
         out.append("</tbody></table></div>")
         notes = _nonfinite_lines(rows)
@@ -422,27 +550,111 @@ def _png_data(path: Path, compact: bool) -> bytes:
         return data
 
 
+#: the figures of one (model, test) as the page shows them: ``(row label, figures)`` per grid
+FigureRows = list[tuple[str, list[Figure]]]
+
+
+def figure_rows(figures: Sequence[Figure]) -> list[tuple[str, str, FigureRows]]:
+    """The figures grouped for the page, in their order: per (model, test), ``(model, test, rows)``. When a
+    condition (shift or mode, and kind: maps or curves) is shown by several figures (one per job of a sweep over
+    methods), each condition is a row of its own, labelled ``"mean_shift"`` / ``"cascading · maps"``, and its
+    figures (its jobs) sit side by side in that row; otherwise (one job: each condition once) all the test's
+    figures share one unlabelled grid, the conditions side by side."""
+    sections: dict[tuple[str, str], dict[str, list[Figure]]] = {}
+    for fig in figures:
+        label = " · ".join(p for p in (fig.condition, fig.kind) if p)
+        sections.setdefault((fig.model, fig.test), {}).setdefault(label, []).append(fig)
+    out = []
+    for (model, test), by_condition in sections.items():
+        if max(len(figs) for figs in by_condition.values()) > 1:
+            out.append((model, test, list(by_condition.items())))
+        else:
+            out.append((model, test, [("", [f for figs in by_condition.values() for f in figs])]))
+    return out
+
+
+#: a figure at least this many times wider than high is a strip (a cascade's stages, curves per metric)
+STRIP_ASPECT = 2.5
+#: the narrowest and widest column of a figure grid, in CSS px: a grid of strips gets the widest (two side by side
+#: at 1920 px, one at 1280 px), any other grid 0.4 of its widest figure's width within these bounds
+TRACK_PX = (260, 880)
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG's header; ``None`` when ``data`` is not a PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _is_strip(data: bytes) -> bool:
+    size = _png_size(data)
+    return bool(size and size[1] and size[0] / size[1] >= STRIP_ASPECT)
+
+
+def _track_px(images: Sequence[bytes]) -> int:
+    """The narrowest column of a grid of these PNGs (:data:`TRACK_PX`): the widest bound for strips only, else 0.4
+    of the widest figure's width, so that a grid of small figures holds many, one of large figures few."""
+    low, high = TRACK_PX
+    if all(_is_strip(data) for data in images):
+        return high
+    widths = [size[0] for size in map(_png_size, images) if size]
+    return min(high, max(low, round(0.4 * max(widths, default=0))))
+
+
+def _row_job_labels(row: Sequence[Figure]) -> list[str]:
+    """The job labels of a row's figures without the words all of them share (``model=paper_mlp`` in a row of one
+    model's figures): what tells the row's figures apart. A row of one figure keeps its label."""
+    words = [f.job.split() for f in row]
+    common = set.intersection(*(set(w) for w in words)) if len(row) > 1 else set()
+    return [" ".join(w for w in ws if w not in common) or f.job for ws, f in zip(words, row, strict=True)]
+
+
+def _figure_card(fig: Figure, data: bytes, job: str) -> str:
+    """One figure as a card: the PNG as a data URI, the caption and ``job`` (the label that tells it from its
+    neighbours; the job's whole label is the card's tooltip)."""
+    esc = html.escape
+    label = f"<br><span class='job'>{esc(job)}</span>" if job else ""
+    tip = f"{fig.job} · click to enlarge" if fig.job else "click to enlarge"
+    return (f"<figure class='card' title='{esc(tip)}'><img alt='{esc(fig.caption)}' "
+            f"src='data:image/png;base64,{base64.b64encode(data).decode('ascii')}'>"
+            f"<figcaption>{esc(fig.caption)}{label}</figcaption></figure>")
+
+
+def _figure_grid(row: Sequence[Figure], compact: bool) -> list[str]:
+    """One ``div.figgrid`` of cards, its narrowest column (``--track``) fitted to its figures (:func:`_track_px`;
+    class ``strips`` when every figure is a strip); an unreadable figure is left out with a warning."""
+    read = []
+    for fig in row:
+        try:
+            read.append((fig, _png_data(fig.path, compact)))
+        except OSError as err:
+            log.warning("figure %s left out: %s", fig.path, err)
+    if not read:
+        return []
+    strips = all(_is_strip(data) for _, data in read)
+    track = _track_px([data for _, data in read])
+    jobs = _row_job_labels([fig for fig, _ in read])
+    cards = [_figure_card(fig, data, job) for (fig, data), job in zip(read, jobs, strict=True)]
+    return [f"<div class='figgrid{' strips' if strips else ''}' style='--track:{track}px'>", *cards, "</div>"]
+
+
 def _figures_html(figures: Sequence[Figure | Path], compact: bool) -> list[str]:
+    """The figures section: per model (``h3``) and test (``h4``) the grids of :func:`figure_rows` (``div.figgrid``,
+    a row label ``h5`` above each labelled one), each figure a card."""
     esc = html.escape
     figs = [f for f in figures if isinstance(f, Figure)]
     figs += describe_figures([Path(f) for f in figures if not isinstance(f, Figure)])
     out = [f"<h2>Figures ({len(figs)})</h2>"]
-    model = test = None
-    for fig in figs:
-        if fig.model != model:
-            model, test = fig.model, None
-            out.append(f"<h3>{esc(fig.model)}</h3>")
-        if fig.test != test:
-            test = fig.test
-            out.append(f"<h4>{esc(fig.test.capitalize())}</h4>")
-        try:
-            data = base64.b64encode(_png_data(fig.path, compact)).decode("ascii")
-        except OSError as err:
-            log.warning("figure %s left out: %s", fig.path, err)
-            continue
-        job = f"<br><span class='job'>{esc(fig.job)}</span>" if fig.job else ""
-        out.append(f"<figure><img alt='{esc(fig.caption)}' src='data:image/png;base64,{data}'>"
-                   f"<figcaption>{esc(fig.caption)}{job}</figcaption></figure>")
+    model = None
+    for fig_model, test, rows in figure_rows(figs):
+        if fig_model != model:
+            model = fig_model
+            out.append(f"<h3>{esc(model)}</h3>")
+        out.append(f"<h4>{esc(test.capitalize())}</h4>")
+        for label, row in rows:
+            grid = _figure_grid(row, compact)
+            out += [f"<h5>{esc(label)}</h5>", *grid] if label and grid else grid
     return out
 
 
@@ -453,11 +665,17 @@ def to_html(lb: Leaderboard | pd.DataFrame, *, title: str = "saliency-bench lead
     - a header with what produced it (``meta``, default :func:`report_metadata`: generation time, package
       version, git commit) and the source folders; a table of the models (data, test and train accuracy, samples,
       seeds, jobs: :func:`bench.reporting.sweep_files.summarize_models`);
-    - the legend, then one table per model; every table sorts by a click on a column header (numbers by their
-      leading value, text alphabetically, empty cells last);
+    - the legend and the key to the verdict colours (each verdict word its own colour, the word always written),
+      then one table per model under a three-level header (:func:`board_layout`: the verdicts first, then the
+      scores by test family and shift / mode) that wraps its headers and fits 1920 px for three shifts and one
+      randomization mode; a wider table scrolls inside its own box with the header and the method column sticky;
+      every table sorts by a click on a column header (numbers by their leading value, text alphabetically, empty
+      cells last);
     - the results files skipped as unreadable, the failed jobs with what failed;
-    - the figures, each once, grouped by model and test, with captions such as
-      ``paper_mlp · invariance · mean_shift`` (``compact``: re-encoded losslessly when that is smaller)."""
+    - the figures, each once, grouped by model and test (:func:`figure_rows`), each a card in a grid, with
+      captions such as ``paper_mlp · invariance · mean_shift``: the figures of one condition from several jobs (a
+      sweep over methods) side by side in one row; a click widens a card to the row (``compact``: re-encoded
+      losslessly when that is smaller)."""
     lb = lb if isinstance(lb, Leaderboard) else Leaderboard(board=lb)
     board, esc = lb.board, html.escape
     meta = report_metadata() if meta is None else meta
@@ -474,6 +692,7 @@ def to_html(lb: Leaderboard | pd.DataFrame, *, title: str = "saliency-bench lead
         out += _models_html(lb.models)
     out.append("<p class='legend'>" + re.sub(r"`([^`]*)`", r"<code>\1</code>",
                                              esc(_legend(board.attrs.get("settings", {})))) + "</p>")
+    out.append(_verdict_key())
     out += _board_html(board)
     if not len(board):
         out.append("<p>No results.</p>")
