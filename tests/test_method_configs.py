@@ -38,3 +38,10 @@ def test_every_method_config_builds_and_explains(path):
     explain = make_explainer(spec, model, domain=(0.0, 1.0), fit_data=data)
     maps = explain(x, torch.tensor([0, 1, 2, 0]))
     assert maps.shape == x.shape and torch.isfinite(maps).all()
+
+
+def test_the_all_group_lists_existing_method_configs_once():
+    listed = yaml.safe_load((CONF / "all.yaml").read_text())["defaults"]
+    assert len(listed) == len(set(listed)) and {"gradient", "pattern_attribution"} <= set(listed)
+    missing = [name for name in listed if not (CONF / f"{name}.yaml").exists()]
+    assert not missing, f"method=all lists {missing}, which have no file in conf/method/"

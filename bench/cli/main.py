@@ -8,6 +8,11 @@ failed job does not stop the sweep, and the sweep ends with a summary (:mod:`ben
 ``salbench --dry-run [overrides]`` prints the predicted passes and time of each job (:mod:`bench.cli.dry_run`)
 and runs nothing.
 
+Scores (:func:`check_scores`), before any data or model is loaded, in a dry run too: the modules of
+``metric.plugins`` are imported (the scores they register can then be named), and every name of ``metric.names`` and
+of each randomization's ``scores`` must be registered; a module that cannot be imported or an unknown name is a
+configuration error (exit 2) naming it (and the registered scores).
+
 Exit status: 0 every job ok; 1 a job failed (a single run whose methods failed, or any failed job of a sweep:
 its ``job.json`` says why); 2 bad input or a crash before results (a config error, a data set that cannot be
 loaded, a model below the quality bar, ...: the message names it), or a job folder in use by another run (its lock,
@@ -28,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bench._io import DiskFullError
-from bench.cli.config import register_configs
+from bench.cli.config import MainConfig, register_configs
 from bench.cli.lock import Interrupted, LockHeld, signals_raise
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,20 @@ def validate(cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(MainConfig), plain)
 
 
+def check_scores(config: MainConfig) -> dict[str, str | None]:
+    """Import the modules of ``config.metric.plugins`` (:func:`bench.core.scores.load_plugins`), then check that every
+    score the job computes is registered: ``metric.names`` and each randomization's ``scores``. Returns the plugins'
+    source hashes (``{module: hash}``). Raises ``ValueError`` (a :class:`~bench.core.scores.PluginError` for a module)
+    naming the key and the bad value. Loads no data and no model."""
+    from bench.core.scores import check_names, load_plugins
+
+    sources = load_plugins(config.metric.plugins)
+    check_names(config.metric.names, "metric.names")
+    for label, spec in config.randomization.items():
+        check_names(spec.scores, f"randomization.{label}.scores")
+    return sources
+
+
 @hydra.main(version_base="1.3", config_path="pkg://bench.conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from bench.cli.job import run
@@ -60,6 +79,11 @@ def _hydra_main(cfg: DictConfig) -> None:
         config = OmegaConf.to_object(validate(cfg))
     except OmegaConfBaseException as err:
         sys.stderr.write(f"Error in the configuration: {err}\n(`salbench --cfg job` shows the accepted keys)\n")
+        sys.exit(2)
+    try:  # before any data or model: an unknown score would otherwise fail after the model is trained
+        check_scores(config)
+    except ValueError as err:
+        sys.stderr.write(f"Error in the configuration: {err}\n")
         sys.exit(2)
     if _STATE["dry_run"]:
         from bench.cli.dry_run import report

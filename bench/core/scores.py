@@ -42,17 +42,33 @@ SSIM and HOG need images (``images_only``): for vectors and 1-D signals they are
 rows), never an error. This module imports no torch: reporting reads the registry without loading it. The built-in
 scores import :mod:`metrics` (pure, batched, tested against scikit-image / SciPy) when they are first computed. A
 constant map has no rank correlation: such scores are NaN, as SciPy gives, and are reported, never dropped.
+
+Scores of your own from the command line (``metric.plugins=[my_scores]``): :func:`load_plugins` imports each module
+(from ``PYTHONPATH``, then the current directory: the mechanism of ``model.name=package.module:factory``,
+:mod:`bench.core.models`) so that the scores it registers can be named; :func:`check_names` refuses an unknown name
+before any work. The registry remembers which module registered each score (:func:`score_origin`), and
+:func:`score_source` hashes that module's source file, so that the rows of an edited score never pool with the old
+ones.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import logging
 import math
-from collections.abc import Callable
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Score", "register_score", "get_score", "score_names", "DEFAULT_SCORES", "INVARIANCE_SCORE",
-           "EXACTNESS_SCORE", "SIGN_SCORE", "RANDOMIZATION_SCORE", "NORMALIZATIONS"]
+           "EXACTNESS_SCORE", "SIGN_SCORE", "RANDOMIZATION_SCORE", "NORMALIZATIONS", "PluginError", "load_plugins",
+           "check_names", "score_origin", "score_source", "module_source"]
+
+log = logging.getLogger(__name__)
 
 #: scores an experiment computes unless told otherwise
 DEFAULT_SCORES = ("ssim", "spearman", "spearman_abs", "spearman_abs_support", "hog", "topk")
@@ -107,13 +123,19 @@ class Score:
 
 
 _SCORES: dict[str, Score] = {}
+#: score name -> the module that registered it (the caller of register_score)
+_ORIGINS: dict[str, str] = {}
 
 
 def register_score(score: Score) -> Score:
-    """Add ``score`` to the registry; returns it. A name already taken raises ``ValueError``."""
+    """Add ``score`` to the registry; returns it. A name already taken raises ``ValueError``. The registering
+    module (the caller's) is remembered: :func:`score_origin`, :func:`score_source`."""
     if score.name in _SCORES:
         raise ValueError(f"score {score.name!r} is already registered; choose another name")
+    caller = inspect.currentframe()
+    caller = caller.f_back if caller is not None else None
     _SCORES[score.name] = score
+    _ORIGINS[score.name] = str(caller.f_globals.get("__name__", "")) if caller is not None else ""
     return score
 
 
@@ -128,6 +150,102 @@ def get_score(name: str) -> Score:
 def score_names() -> list[str]:
     """Every registered score name, in registration order."""
     return list(_SCORES)
+
+
+# -- scores of your own: plugins named on the command line -------------------------------------------------
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_PLUGINS_ACCEPTED = ("a module name (my_scores, mypkg.scores) importable from PYTHONPATH or the current directory, "
+                     "that calls bench.register_score")
+
+
+class PluginError(ValueError):
+    """A module of ``metric.plugins`` that cannot be used: not a module name, not found (the folders searched are
+    named), or failing to import (its exception named and chained)."""
+
+
+def load_plugins(modules: Sequence[str], key: str = "metric.plugins") -> dict[str, str | None]:
+    """Import each module of ``modules``, in order, so that the scores they register (:func:`register_score`) can be
+    named; returns ``{module: source hash}`` (:func:`module_source`; ``None`` where no source file can be read).
+
+    The modules are imported as a ``model.name=package.module:factory`` is (:mod:`bench.core.models`: from
+    ``sys.path``, ``PYTHONPATH`` included, then the current directory); a module imported before is not imported
+    again. Raises :class:`PluginError` naming ``key``, the module and what went wrong. Imports torch (through
+    :mod:`bench.core.models`) only when ``modules`` is not empty."""
+    if isinstance(modules, str):  # metric.plugins=my_scores: one name, not its letters
+        modules = [modules]
+    out: dict[str, str | None] = {}
+    for name in modules:
+        if not isinstance(name, str) or not _MODULE_NAME.fullmatch(name) or name.endswith(".py"):
+            hint = f" (a file name: name its module, {name[:-3]})" if str(name).endswith(".py") else ""
+            raise PluginError(f"{key}: {name!r} is not a module name{hint}; accepted: {_PLUGINS_ACCEPTED}")
+        _import_plugin(name, key)
+        out[name] = module_source(name)
+    return out
+
+
+def _import_plugin(name: str, key: str) -> None:
+    from bench.core.models import FactoryError, _import_module, _search_path
+
+    if name in sys.modules:
+        return
+    try:
+        _import_module(name, key, name)
+    except FactoryError as err:
+        cause = err.__cause__
+        missing = getattr(cause, "name", None) or ""
+        if isinstance(cause, ModuleNotFoundError) and (name == missing or name.startswith(missing + ".")):
+            raise PluginError(
+                f"{key}: cannot import {name!r}: no module named {missing!r} on the import path (PYTHONPATH, then "
+                f"the current directory {os.getcwd()}); searched: {', '.join(_search_path())}. Accepted: "
+                f"{_PLUGINS_ACCEPTED}") from cause
+        raise PluginError(f"{key}: cannot import {name!r}: {type(cause).__name__}: {cause}") from cause
+    log.info("%s: imported %s (scores now registered: %s)", key, name, ", ".join(score_names()))
+
+
+def check_names(names: Iterable[str], key: str = "metric.names") -> None:
+    """Raise ``ValueError`` naming ``key``, every name of ``names`` that is not registered, and the registered ones
+    (with the hint that a score of one's own is registered by a module listed in ``metric.plugins``)."""
+    if isinstance(names, str):
+        names = [names]
+    unknown = [n for n in names if n not in _SCORES]
+    if unknown:
+        raise ValueError(
+            f"{key}: unknown score{'s' if len(unknown) > 1 else ''} {', '.join(repr(n) for n in unknown)}; "
+            f"registered: {', '.join(score_names())} (a score of your own: list the module that registers it in "
+            "metric.plugins=[my_module])")
+
+
+def score_origin(name: str) -> str:
+    """The module that registered score ``name`` (``bench.core.scores`` for the built-in ones); ``ValueError`` as
+    :func:`get_score`."""
+    get_score(name)
+    return _ORIGINS.get(name, "")
+
+
+def module_source(module: str) -> str | None:
+    """The hash (16 hex digits, as :func:`bench.core.models.factory_sha256`) of the source file of the imported
+    ``module``, read from disk at each call; ``None`` where it has none that can be read (not imported, a notebook,
+    an extension module)."""
+    mod = sys.modules.get(module)
+    try:
+        path = inspect.getsourcefile(mod) if mod is not None else None
+    except TypeError:  # a built-in module
+        path = None
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def score_source(name: str) -> str | None:
+    """The source hash (:func:`module_source`) of the module that registered score ``name``, for a score registered
+    outside this module (``None`` for the built-in ones, and where no source file can be read): an edited score's
+    rows then carry another hash and never pool with the old ones."""
+    origin = score_origin(name)
+    if origin == __name__:
+        return None
+    return module_source(origin)
 
 
 # -- built-in scores (metrics imported on first use) -------------------------------------------------------
