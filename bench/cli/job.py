@@ -11,6 +11,12 @@ with its traceback.
 Resuming: a job stopped by SIGINT/SIGTERM is marked ``interrupted`` (its finished chunks are kept); one killed after
 its ``results.parquet`` was written reuses that table (its rows and SHA-256 are recorded in ``job.json`` as it
 replaces the old one, a signal cannot split the two) instead of computing it again.
+
+Maps (``run.save_maps=true``, :mod:`bench.core.maps`): each chunk's maps are written to
+``maps/<job hash>/<chunk key>.safetensors`` (atomically) before the chunk counts as done, so a resumed job neither
+loses nor duplicates them (a chunk run again overwrites its file); ``job.json`` lists the files (``maps``) with the
+table's rows, and once ``results.parquet`` holds this job's table the maps of other configurations are removed (the
+maps folder always belongs to the table). ``salbench-rescore`` (:mod:`bench.cli.rescore`) scores them again.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -33,10 +40,11 @@ from bench._io import atomic_write
 from bench.cli.config import MainConfig
 from bench.cli.lock import Interrupted, JobLock, deferred, signals_raise
 from bench.cli.stream import PARTS_DIR, Parts, chunks, release_memory
+from bench.core.maps import MAPS_DIR, MapSink, maps_folder
 from bench.core.results import RESULTS_FILE, config_hash, write_table
 
 __all__ = ["run", "job_hash", "row_config", "factory_sources", "is_done", "JOB_FILE", "as_dict",
-           "ResultsWouldShrink"]
+           "ResultsWouldShrink", "chunk_rows", "MAPS_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +53,7 @@ _STAGED = ".results.parquet.staged"  # the assembled table before it replaces re
 _VOLATILE = ("logger", "run.progress", "run.figures", "run.device", "run.keep_maps",  # do not change the results
              "run.max_hours", "figures")
 TESTS = ("invariance", "randomization")
+MAPS_SUFFIX = ".safetensors"  # a chunk's maps: maps/<job hash>/<chunk key>.safetensors
 
 
 def as_dict(config: MainConfig) -> dict:
@@ -338,6 +347,7 @@ def _reuse(config: MainConfig, out: Path, chash: str, prior: dict, meta: dict) -
     except Exception as err:  # noqa: BLE001  (a view: the results are on disk)
         log.warning("reused results: the views failed: %s: %s", type(err).__name__, err)
     Parts(out, chash).remove()
+    _prune_maps(out, chash if config.run.save_maps else None)
     record["status"] = "ok"
     record["seconds"] = round(time.time() - record["started"], 3)
     _write_record(out, record)
@@ -407,8 +417,9 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     bar = tqdm(total=run.n_samples * _n_tests(cfg, specs), desc="samples", unit="sample", disable=not run.progress)
 
     def chunked(test: str, condition: str, experiment) -> None:
-        """Run ``experiment(sub_data, sub_run)`` chunk by chunk; each chunk's rows and record go to disk at once
-        (a finished chunk of a killed job is not run again)."""
+        """Run ``experiment(sub_data, sub_run, sink)`` chunk by chunk; each chunk's maps (``sink``: a
+        :class:`~bench.core.maps.MapSink` with ``run.save_maps``, else None), rows and record go to disk at once, in
+        that order (a finished chunk of a killed job is not run again)."""
         for start, stop in spans:
             key = Parts.key(test, condition, start)
             if parts.done(key):
@@ -419,9 +430,15 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
                 sub = dataclasses.replace(data, x_test=data.x_test[start:stop], y_test=data.y_test[start:stop])
                 sub_run = dataclasses.replace(run, n_samples=stop - start, progress=False,
                                               keep_maps=run.keep_maps if start == 0 else 0)
-                res = experiment(sub, sub_run)
-                table = res.table
-                table["sample"] = table["sample"] + start
+                sink = MapSink(run.maps_dtype, condition if test == "randomization" else None) if run.save_maps \
+                    else None
+                res = experiment(sub, sub_run, sink)
+                table = chunk_rows(res.table, test, condition, start)
+                if sink is not None:  # before the chunk counts as done: a chunk run again overwrites its file
+                    sink.save(maps_folder(out, chash) / f"{key}{MAPS_SUFFIX}", sample_offset=start,
+                              meta={"job_hash": chash, "chunk": key, "test": test, "condition": condition,
+                                    "start": start, "stop": stop})
+                    del sink
                 chunk_record = {"errors": {}, "tracebacks": {}, "premise": getattr(res, "premise", {})}
                 for where, err in res.errors.items():
                     name = " / ".join(where) if isinstance(where, tuple) else f"{where} / {condition}"
@@ -445,8 +462,8 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
 
         shifts = {label: make_shift(spec, data.input_shape, model=model, x_test=data.x_test)
                   for label, spec in cfg.transform.items()}
-        chunked("invariance", "all", lambda sub, sub_run: input_invariance(
-            model, sub, specs, shifts, settings=cfg.invariance, run=sub_run, scoring=cfg.metric, **labels))
+        chunked("invariance", "all", lambda sub, sub_run, sink: input_invariance(
+            model, sub, specs, shifts, settings=cfg.invariance, run=sub_run, scoring=cfg.metric, sink=sink, **labels))
 
     if "randomization" in run.tests and cfg.randomization and specs:
         from bench.experiments.label_randomization import train_on_permuted_labels
@@ -470,11 +487,9 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
                     plan[:] = [k for k in plan if k not in {Parts.key("randomization", label, s) for s, _ in spans}]
                     continue
 
-            def randomization(sub, sub_run, rspec=rspec, label=label, label_models=label_models):
-                res = model_randomization(model, sub, specs, rspec, run=sub_run, scoring=cfg.metric,
-                                          **label_models, **labels)
-                res.table["condition"] = label
-                return res
+            def randomization(sub, sub_run, sink, rspec=rspec, label_models=label_models):
+                return model_randomization(model, sub, specs, rspec, run=sub_run, scoring=cfg.metric, sink=sink,
+                                           **label_models, **labels)
 
             chunked("randomization", label, randomization)
     bar.close()
@@ -486,9 +501,55 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
         hashes = {k: config_hash(c) for k, c in configs.items()}
         table["config_hash"] = [hashes[k] for k in zip(table.experiment, table.method, table.condition, strict=True)]
         record["row_configs"] = {hashes[k]: c for k, c in configs.items()}
+    if run.save_maps:  # recorded with the table's rows: the maps that belong to it
+        summary["maps"] = _maps_record(out, chash, plan, run.maps_dtype)
     path = _replace_results(table, out, chash, record, summary)  # results first: figures and loggers are views
     parts.remove()
+    _prune_maps(out, chash if run.save_maps else None)
     return {**summary, **_views(cfg, out, table, results, meta, path, model, info=summary, chash=chash)}
+
+
+def chunk_rows(table: pd.DataFrame, test: str, condition: str, start: int) -> pd.DataFrame:
+    """The rows of one chunk as the job stores them, changed in place and returned: ``sample`` and ``data_index``
+    counted from the job's first sample (the chunk's ``start`` added), and a randomization test's ``condition`` set
+    to its config entry's name ``condition`` (the experiment writes the mode there). ``salbench-rescore`` applies
+    it to the rows it computes from a chunk's saved maps."""
+    table["sample"] = table["sample"] + start
+    table["data_index"] = table["data_index"] + start
+    if test == "randomization":
+        table["condition"] = condition
+    return table
+
+
+def _maps_record(out: Path, chash: str, plan: list[str], dtype: str) -> dict[str, Any]:
+    """What ``job.json`` says of the job's maps: their folder (relative to the job), dtype, the files of the plan's
+    chunks and their bytes, and the files missing (a finished chunk whose maps file was removed: logged)."""
+    folder = maps_folder(out, chash)
+    files = [f"{key}{MAPS_SUFFIX}" for key in sorted(plan)]
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        log.warning("%d of %d maps file(s) are missing from %s (%s): salbench-rescore refuses this job until it is "
+                    "computed again", len(missing), len(files), folder, ", ".join(missing[:4]))
+    size = sum((folder / f).stat().st_size for f in files if f not in missing)
+    return {"folder": str(folder.relative_to(out)), "dtype": dtype, "files": files, "bytes": size,
+            "missing": missing}
+
+
+def _prune_maps(out: Path, keep: str | None) -> None:
+    """Remove the maps of every configuration but ``keep`` (``results.parquet`` now holds its table; ``None``: a
+    job without maps) from ``out/maps``, and the folder itself when nothing is left."""
+    root = out / MAPS_DIR
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        if folder.name != keep:
+            log.info("removing the maps of another configuration: %s", folder)
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                folder.unlink(missing_ok=True)
+    if not any(root.iterdir()):
+        root.rmdir()
 
 
 def _replace_results(table: pd.DataFrame, out: Path, chash: str, record: dict, summary: dict) -> Path:
@@ -531,9 +592,10 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
     """Figures, the leaderboard and W&B: views of the table already on disk; a failure here loses no result."""
     from bench.core.scores import RANDOMIZATION_SCORE
     from bench.reporting.aggregate import invariance_verdicts
+    from bench.reporting.console import console_summary
     from bench.reporting.figures import invariance_figures, randomization_figures
-    from bench.reporting.leaderboard import build_leaderboard
-    from bench.reporting.render import to_markdown
+    from bench.reporting.leaderboard import Leaderboard, build_leaderboard
+    from bench.reporting.render import write_leaderboard
     from bench.reporting.wandb_log import group_name, log_run
 
     inv = cfg.invariance
@@ -559,9 +621,16 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
         try:
             board = build_leaderboard(table, tolerance=inv.tolerance, ssim_threshold=inv.ssim_threshold,
                                       randomization_metric=metric)
-            log.info("\n%s", to_markdown(board))
         except ValueError as err:
             log.warning("no leaderboard: %s", err)
+        if board is not None:
+            lb = Leaderboard(board=board, figures=list(figures), sources=[str(out)])
+            try:  # the full tables beside the results (a view: a failure loses nothing)
+                files = [str(p) for p in write_leaderboard(lb, out).values()]
+            except OSError as err:
+                log.warning("leaderboard files not written: %s", err)
+                files = []
+            log.info("\n%s", console_summary(lb, color=False, files=files))
     lg = cfg.logger
     error = log_run(mode=str(lg.mode.value if hasattr(lg.mode, "value") else lg.mode), out=out, config=as_dict(cfg),
                     table=table, leaderboard=board, figures=figures, project=lg.project, entity=lg.entity,

@@ -17,20 +17,23 @@ change the noise. A spec that sets ``noise_scale`` keeps its own relative rule i
 sample's range; ``"domain"``: the width of the domain that network is given), and the test measures that rule.
 
 Scores per sample (rows of the long table, ``condition`` = the shift's label): the scores of the run
-(:func:`bench.core.scoring.score_maps`) and always ``max_rel_diff`` = ``max|A1 - A2| / max|A1|``. The verdicts are
-views of the table (:func:`bench.reporting.invariance_verdicts`): ``invariant`` (mean SSIM) and ``exact`` (95th
-percentile of ``max_rel_diff``). They differ for honest reasons, which is why both are reported. A max-pool whose
-inputs tie exactly (the flat background of a digit) routes the gradient to one of equal candidates; the twin computes
-the same values through other floating-point operations, so a tie can break the other way and move a few gradient
-entries. ``tie_break`` (default on) gives both networks a max-pool that breaks such ties the same way
-(:mod:`bench.twins.ties`); without it, Gradient on ``small_cnn`` under the adversarial shift scores SSIM 0.990 instead
-of 1.0 (float32 makes near-ties common too: run in float64, the default). PatternNet/-Attribution on a convolution
-are not exactly invariant either. The first layer's patterns are estimated from patch statistics pooled over all
-positions. Under a constant shift only the zero-padded border patches differ (their padding is not shifted). Under a
-non-constant shift every position has its own offset ``m_p``, and the pooled covariance of the patches with the
-outputs gains ``cov(m_p, y)`` in the interior too (measured on ``small_cnn``, first layer, median per-unit relative
-pattern change: 3.5e-3 under the mean shift, 6.4e-2 under the checkerboard; deeper layers 1e-15). On a dense first
-layer every input element is its own feature and the patterns are exactly invariant.
+(:func:`bench.core.scoring.score_maps`) and always ``max_rel_diff`` = ``max|A1 - A2| / max|A1|``; each row records
+its sample's provenance (``data_index``, ``label``, and ``target``, the class both maps explain: ``f1``'s
+prediction). Given a :class:`bench.core.maps.MapSink` (``sink=``), the test keeps every map it computes (``f1`` once
+per method, ``f2`` per shift) and the pairs it scored (:func:`invariance_table` builds the rows from them again).
+The verdicts are views of the table (:func:`bench.reporting.invariance_verdicts`): ``invariant`` (mean SSIM) and
+``exact`` (95th percentile of ``max_rel_diff``). They differ for honest reasons, which is why both are reported. A
+max-pool whose inputs tie exactly (the flat background of a digit) routes the gradient to one of equal candidates;
+the twin computes the same values through other floating-point operations, so a tie can break the other way and move
+a few gradient entries. ``tie_break`` (default on) gives both networks a max-pool that breaks such ties the same way
+(:mod:`bench.twins.ties`); without it, Gradient on ``small_cnn`` under the adversarial shift scores SSIM 0.990
+instead of 1.0 (float32 makes near-ties common too: run in float64, the default). PatternNet/-Attribution on a
+convolution are not exactly invariant either. The first layer's patterns are estimated from patch statistics pooled
+over all positions. Under a constant shift only the zero-padded border patches differ (their padding is not
+shifted). Under a non-constant shift every position has its own offset ``m_p``, and the pooled covariance of the
+patches with the outputs gains ``cov(m_p, y)`` in the interior too (measured on ``small_cnn``, first layer, median
+per-unit relative pattern change: 3.5e-3 under the mean shift, 6.4e-2 under the checkerboard; deeper layers 1e-15).
+On a dense first layer every input element is its own feature and the patterns are exactly invariant.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import logging
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Optional  # noqa: UP035  (OmegaConf reads InvarianceSettings as the `invariance` group)
+from typing import Any, Optional  # noqa: UP035  (OmegaConf reads InvarianceSettings as the `invariance` group)
 
 import pandas as pd
 import torch
@@ -49,14 +52,16 @@ from torch import Tensor, nn
 
 from bench.core.data import Dataset
 from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, names_keyword, predict
-from bench.core.results import score_table
+from bench.core.maps import MapSink
+from bench.core.results import provenance, score_table
 from bench.core.scores import EXACTNESS_SCORE, SIGN_SCORE
 from bench.core.scoring import MapBatch, score_maps
 from bench.core.settings import RunSettings, ScoreSettings, check_run
 from bench.twins.build import Affine, affine_twin, check_twin
 from bench.twins.ties import stable_ties
 
-__all__ = ["input_invariance", "InvarianceResult", "InvarianceSettings", "EXPERIMENT", "OWN_NOISE", "sets_own_noise"]
+__all__ = ["input_invariance", "InvarianceResult", "InvarianceSettings", "EXPERIMENT", "OWN_NOISE", "sets_own_noise",
+           "invariance_table"]
 
 EXPERIMENT = "input_invariance"
 log = logging.getLogger(__name__)
@@ -129,6 +134,14 @@ def _noise(spec: MethodSpec, level: float, width: float, scale: Tensor | None = 
     return dataclasses.replace(spec, params={**params, "sigma": sigma})
 
 
+def invariance_table(entries: Sequence[tuple[dict, dict[str, Tensor]]], *, model_name: str, dataset: str, seed: int,
+                     config_hash: str = "", provenance: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The rows of the test from its scored entries ``(keys, {score: Tensor[n]})`` (``keys``: ``method``,
+    ``condition``): the one builder of the experiment's table, used again by ``salbench-rescore`` on saved maps."""
+    return score_table(entries, experiment=EXPERIMENT, model=model_name, dataset=dataset, seed=seed,
+                       config_hash=config_hash, provenance=provenance)
+
+
 def input_invariance(
     model: nn.Module,
     data: Dataset,
@@ -140,6 +153,7 @@ def input_invariance(
     scoring: ScoreSettings | None = None,
     model_name: str = "model",
     config_hash: str = "",
+    sink: MapSink | None = None,
 ) -> InvarianceResult:
     """Run the input-invariance test of ``methods`` under each shift.
 
@@ -153,6 +167,8 @@ def input_invariance(
         settings, run, scoring: :class:`InvarianceSettings`, :class:`~bench.core.settings.RunSettings` and
             :class:`~bench.core.settings.ScoreSettings` (defaults when ``None``).
         model_name, config_hash: written into the result rows.
+        sink: a :class:`~bench.core.maps.MapSink` that keeps every map computed and every pair scored (``None``:
+            nothing kept beyond ``run.keep_maps``).
 
     Returns an :class:`InvarianceResult`. Raises :class:`bench.twins.build.TwinPremiseError` when a twin fails
     its premise; a method that fails is recorded in ``errors`` (with its traceback) and the others go on.
@@ -174,6 +190,11 @@ def input_invariance(
     dims = x.ndim - 2  # 2 for images, 1 for signals, 0 for vectors (SSIM and HOG need images)
     bs = run.batch_size
     target = predict(f1, x, bs, what=f"the first {len(x)} test inputs of {data.name!r}")
+    where = provenance(data.y_test, target)
+    if sink is not None:
+        sink.describe(EXPERIMENT, spatial_dims=dims, provenance=where, model_name=model_name, dataset=data.name,
+                      seed=run.seed)
+    kept1: dict[str, str] = {}  # the saved f1 map of each method
     x_fit = data.x_train[: run.fit_samples].to(device=run.device, dtype=dtype)
     y_fit = data.y_train[: run.fit_samples].to(run.device)
     low, high = data.domain
@@ -202,10 +223,14 @@ def input_invariance(
                 if spec.label not in maps1:
                     e1 = make_explainer(_noise(spec, settings.noise_level, high - low), f1, domain=(low, high),
                                         pixel_domain=pixel1, fit_data=fit_loader(x_fit, y_fit))
-                    maps1[spec.label] = MapBatch(explain_all(e1, x, target, bs), spatial_dims=dims)
+                    a1 = explain_all(e1, x, target, bs)
+                    maps1[spec.label] = MapBatch(a1, spatial_dims=dims)
+                    if sink is not None:
+                        kept1[spec.label] = sink.add(a1, method=spec.label, side="f1")
                 e2 = make_explainer(_noise(spec, settings.noise_level, high - low, t.scale), f2, domain=domain2,
                                     pixel_domain=pixel2, fit_data=fit_loader(t.apply(x_fit), y_fit))
                 a2 = explain_all(e2, x2, target, bs)
+                kept2 = None if sink is None else sink.add(a2, method=spec.label, side="f2", condition=shift_label)
                 scores = score_maps(maps1[spec.label], a2, names, spatial_dims=dims)
             except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
                 result.errors[(spec.label, shift_label)] = f"{type(err).__name__}: {err}"
@@ -213,11 +238,14 @@ def input_invariance(
                 log.warning("%s / %s failed: %s: %s", spec.label, shift_label, type(err).__name__, err)
                 bar.update()
                 continue
-            entries.append(({"method": spec.label, "condition": shift_label}, scores))
+            keys = {"method": spec.label, "condition": shift_label}
+            entries.append((keys, scores))
+            if sink is not None:
+                sink.pair(keys, kept1[spec.label], kept2)
             result.maps[shift_label][spec.label] = (maps1[spec.label].maps[: run.keep_maps].reshape(
                 -1, *x.shape[1:]).to("cpu", copy=True), a2[: run.keep_maps].to("cpu", copy=True))
             bar.update()
     bar.close()
-    result.table = score_table(entries, experiment=EXPERIMENT, model=model_name, dataset=data.name, seed=run.seed,
-                               config_hash=config_hash)
+    result.table = invariance_table(entries, model_name=model_name, dataset=data.name, seed=run.seed,
+                                    config_hash=config_hash, provenance=where)
     return result

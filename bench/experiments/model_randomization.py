@@ -38,6 +38,12 @@ control's maps are then the reference of every row (the two models differ in the
 ``control:retrained`` scores the trained model's maps against them (how far the recipe alone moves the maps). The
 verdicts compare the stages with these controls (:func:`bench.reporting.aggregate.randomization_verdicts`).
 
+Provenance: every row records its sample's ``data_index`` (its index in the test split), ``label`` and ``target``
+(the trained model's prediction, explained at every stage). Given a :class:`bench.core.maps.MapSink` (``sink=``),
+the test keeps every map it computes (the reference, the repeat, the label test's models, every stage of every seed,
+the input-only nulls; the reference method's under ``control:gradient``) and every pair it scored with its row keys
+(:func:`randomization_table` builds the rows from them again).
+
 The label test's models are trained by :func:`bench.experiments.label_randomization.train_on_permuted_labels`.
 """
 
@@ -58,6 +64,7 @@ from torch import Tensor, nn
 
 from bench.core.data import Dataset
 from bench.core.explain import MethodSpec, explain_all, fit_loader, make_explainer, method_specs, predict
+from bench.core.maps import MapSink
 from bench.core.results import (
     CONTROL_EDGES,
     CONTROL_GRADIENT,
@@ -65,6 +72,7 @@ from bench.core.results import (
     CONTROL_OTHER,
     CONTROL_REPEAT,
     CONTROL_RETRAINED,
+    provenance,
     score_table,
 )
 from bench.core.scoring import MapBatch, score_maps
@@ -74,7 +82,7 @@ from bench.randomization import randomized
 from methods.state import changed, eval_mode, fingerprint
 
 __all__ = ["EXPERIMENT", "MODES", "RandomizationMode", "Granularity", "RandomizationSpec", "RandomizationResult",
-           "model_randomization"]
+           "model_randomization", "randomization_table"]
 
 EXPERIMENT = "model_randomization"
 MODES = ("cascading", "bottom_up", "independent", "labels")
@@ -236,35 +244,68 @@ def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
 def _controls(specs: Sequence[MethodSpec], ref: Mapping[str, MapBatch], x: Tensor, target: Tensor,
               reference: nn.Module, trained: nn.Module | None, domain: tuple[float, float], fit: list,
               names: Sequence[str], bs: int, result: RandomizationResult, seed: int,
-              build: Callable[..., Any] = make_explainer) -> list[tuple[dict, dict[str, Tensor]]]:
+              build: Callable[..., Any] = make_explainer, sink: MapSink | None = None,
+              kept: Mapping[str, str] | None = None, condition: str = "-") -> list[tuple[dict, dict[str, Tensor]]]:
     """The control rows of every method still running (see the module docstring): the maps of a copy of the
     ``reference`` model against its maps ``ref``, the input-only nulls, and (label test) the trained model's maps;
-    every map under the seed policy with ``seed``."""
+    every map under the seed policy with ``seed``. ``sink``: keeps the maps and the scored pairs (``kept``: the
+    names of the reference maps in it; ``condition``: the maps' condition there)."""
     rows: list[tuple[dict, dict[str, Tensor]]] = []
     nulls = input_nulls(x)
     twin = copy.deepcopy(reference)  # the repeat control's model: another object, the same weights
+    saved: dict[str, str] = {}  # the input-only maps in the sink (method-independent: saved once)
+    pairing: tuple[str, str] | None = None  # the control:other partner index and mask in the sink
+
+    def keep(keys: dict, scores: dict[str, Tensor], second: str | None, **extra: str) -> None:
+        rows.append((keys, scores))
+        if sink is not None and second is not None:
+            sink.pair(keys, kept[keys["method"]], second, **extra)
+
     for ms in specs:
         if ms.label in result.errors:
             continue
         try:
             with eval_mode(twin):
                 again = _maps(build(ms, twin, domain=domain, fit_data=fit), x, target, bs, seed)
-            rows.append(({"method": ms.label, "layer": CONTROL_REPEAT}, score_maps(ref[ms.label], again, names)))
+            name = None if sink is None else sink.add(again, method=ms.label, side="repeat", layer=CONTROL_REPEAT,
+                                                      condition=condition, seed=seed)
+            keep({"method": ms.label, "layer": CONTROL_REPEAT}, score_maps(ref[ms.label], again, names), name)
             for layer, null in nulls.items():
-                rows.append(({"method": ms.label, "layer": layer}, score_maps(ref[ms.label], null, names)))
+                if sink is not None and layer not in saved:
+                    saved[layer] = sink.add(null, method="-", side="null", condition=condition, layer=layer, seed=seed)
+                keep({"method": ms.label, "layer": layer}, score_maps(ref[ms.label], null, names), saved.get(layer))
             if len(x) > 1:  # the floor: each sample's reference map against the next sample's of its batch
                 idx, alone = _next_in_batch(len(x), bs)
                 other = ref[ms.label].maps.reshape(ref[ms.label].shape)[idx]
                 scores = score_maps(ref[ms.label], other, names)
-                rows.append(({"method": ms.label, "layer": CONTROL_OTHER},
-                             {k: v.masked_fill(alone.to(v.device), float("nan")) for k, v in scores.items()}))
+                if sink is not None and pairing is None:
+                    pairing = (sink.aux(idx), sink.aux(alone))
+                keep({"method": ms.label, "layer": CONTROL_OTHER},
+                     {k: v.masked_fill(alone.to(v.device), float("nan")) for k, v in scores.items()},
+                     None if sink is None else kept[ms.label],
+                     **({} if pairing is None else {"index": pairing[0], "mask": pairing[1]}))
             if trained is not None:
                 with eval_mode(trained):
                     maps = _maps(build(ms, trained, domain=domain, fit_data=fit), x, target, bs, seed)
-                rows.append(({"method": ms.label, "layer": CONTROL_RETRAINED}, score_maps(ref[ms.label], maps, names)))
+                name = None if sink is None else sink.add(maps, method=ms.label, side="trained",
+                                                          condition=condition, layer=CONTROL_RETRAINED, seed=seed)
+                keep({"method": ms.label, "layer": CONTROL_RETRAINED}, score_maps(ref[ms.label], maps, names), name)
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.fail(ms.label, "controls", err)
     return rows
+
+
+def randomization_table(scored: Sequence[tuple[dict, dict[str, Tensor]]], *, methods: Sequence[str],
+                        model_name: str, dataset: str, mode: str, seed: int, config_hash: str = "",
+                        provenance: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The rows of one randomization test from its scored entries ``(keys, {score: Tensor[n]})`` (``keys``:
+    ``method``, ``layer``, optionally ``seed``), the reference's rows copied into every method of ``methods`` (the
+    method labels, in order) as ``control:gradient/<layer>``; ``mode``: the mode's label (``cascading``,
+    ``cascading+smooth`` ...), written into ``condition`` and ``mode``. The one builder of the experiment's table,
+    used again by ``salbench-rescore`` on saved maps."""
+    return score_table(_with_reference(list(scored), list(methods)), experiment=EXPERIMENT, model=model_name,
+                       dataset=dataset, condition=mode, mode=mode, seed=seed, config_hash=config_hash,
+                       provenance=provenance)
 
 
 def model_randomization(
@@ -279,6 +320,7 @@ def model_randomization(
     scoring: ScoreSettings | None = None,
     model_name: str = "model",
     config_hash: str = "",
+    sink: MapSink | None = None,
 ) -> RandomizationResult:
     """Similarity of each method's map on the trained ``model`` to its map at each randomization stage.
 
@@ -293,6 +335,8 @@ def model_randomization(
             (:func:`~bench.experiments.label_randomization.train_on_permuted_labels`).
         run, scoring: :class:`~bench.core.settings.RunSettings` and :class:`~bench.core.settings.ScoreSettings`.
         model_name, config_hash: written into the result rows.
+        sink: a :class:`~bench.core.maps.MapSink` that keeps every map computed and every pair scored (``None``:
+            nothing kept beyond ``run.keep_maps``).
 
     Returns a :class:`RandomizationResult`. Raises ``ValueError`` for an unknown mode, a label model that is
     missing, superfluous or not a retrained copy of the architecture; ``RuntimeError`` when a premise fails
@@ -346,6 +390,13 @@ def model_randomization(
 
     target = predict(trained, x, bs, what=f"the first {len(x)} test inputs of {data.name!r}")
     result.targets = target[: run.keep_maps].to("cpu", copy=True)
+    where = provenance(data.y_test, target)
+    labels = [ms.label for ms in specs[:-1]]
+    if sink is not None:
+        sink.describe(EXPERIMENT, spatial_dims=dims, provenance=where, methods=labels, model_name=model_name,
+                      dataset=data.name, mode=mode_label, seed=run.seed)
+    kept: dict[str, str] = {}  # the saved reference map of each method
+    named = mode_label if sink is None or sink.condition is None else sink.condition  # the maps' condition
 
     # the reference maps, normalized and ranked once for all stages: the trained model's, or in the label test the
     # retrained control's (same recipe as the permuted-label model: only the labels differ)
@@ -356,12 +407,14 @@ def model_randomization(
             with eval_mode(reference):
                 maps = _maps(build(ms, reference, domain=data.domain, fit_data=fit), x, target, bs, run.seed)
             ref[ms.label] = MapBatch(maps, spatial_dims=dims)
+            if sink is not None:
+                kept[ms.label] = sink.add(maps, method=ms.label, side="reference", condition=named, seed=run.seed)
         except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
             result.fail(ms.label, "trained model" if retrained is None else "retrained control", err)
             continue
         result.maps[ms.label] = [maps[: run.keep_maps].to("cpu", copy=True)]
     scored += _controls(specs, ref, x, target, reference, trained if retrained is not None else None, data.domain,
-                        fit, names, bs, result, run.seed, build)
+                        fit, names, bs, result, run.seed, build, sink, kept, named)
 
     seeds = [run.seed] if other is not None else [run.seed + k for k in range(run.seeds)]
     for seed in seeds:  # several re-initialization seeds: every stage row records its seed
@@ -388,7 +441,11 @@ def model_randomization(
                         except Exception as err:  # noqa: BLE001
                             result.fail(ms.label, f"stage {stage}" + ("" if first else f" (seed {seed})"), err)
                             continue
-                        scored.append(({"method": ms.label, "layer": stage, "seed": seed}, scores))
+                        keys = {"method": ms.label, "layer": stage, "seed": seed}
+                        scored.append((keys, scores))
+                        if sink is not None:
+                            sink.pair(keys, kept[ms.label], sink.add(maps, method=ms.label, side="stage",
+                                                                     condition=named, layer=stage, seed=seed))
                         if first:  # the figures show the first seed
                             result.maps[ms.label].append(maps[: run.keep_maps].to("cpu", copy=True))
                 bar.update()
@@ -402,7 +459,6 @@ def model_randomization(
         raise RuntimeError(f"the trained model changed during the sanity checks: {len(moved)} tensors "
                            f"({', '.join(moved[:5])})")
     result.maps.pop(CONTROL_GRADIENT, None)
-    result.table = score_table(_with_reference(scored, [ms.label for ms in specs[:-1]]), experiment=EXPERIMENT,
-                               model=model_name, dataset=data.name, condition=mode_label,
-                               mode=mode_label, seed=run.seed, config_hash=config_hash)
+    result.table = randomization_table(scored, methods=labels, model_name=model_name, dataset=data.name,
+                                       mode=mode_label, seed=run.seed, config_hash=config_hash, provenance=where)
     return result
