@@ -2,6 +2,17 @@
 
 # importing the method modules registers their methods
 from methods import cam, gradients, pattern, propagation, rollout  # noqa: F401
-from methods.registry import BaseExplainer, Explainer, create, explaining, get_factory, names, register, resolve_target
+from methods.registry import (
+    BaseExplainer,
+    Explainer,
+    NotApplicable,
+    create,
+    explaining,
+    get_factory,
+    names,
+    register,
+    resolve_target,
+)
 
-__all__ = ["BaseExplainer", "Explainer", "create", "explaining", "get_factory", "names", "register", "resolve_target"]
+__all__ = ["BaseExplainer", "Explainer", "NotApplicable", "create", "explaining", "get_factory", "names", "register",
+           "resolve_target"]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.propagation import GuidedBackprop
-from methods.registry import BaseExplainer, register, target_logits
+from methods.registry import BaseExplainer, NotApplicable, register, target_logits
 
 __all__ = ["GradCAM", "GuidedGradCAM", "default_layer", "is_attention", "transformer_blocks", "token_grid",
            "patch_grid", "upsample"]
@@ -76,7 +76,7 @@ def default_layer(model: nn.Module, x: Tensor) -> str:
     if ran and (not convs or ran[-1] > convs[-1]):
         return names[order[ran[-1]]]
     if not convs:
-        raise ValueError(_no_conv_message(model))
+        raise NotApplicable(_no_conv_message(model))
     for m in order[convs[-1] + 1:]:
         if isinstance(m, _ACTIVATIONS):
             return names[m]
@@ -153,7 +153,7 @@ class GradCAM(BaseExplainer):
         modules = dict(model.named_modules())
         blocks = transformer_blocks(model)
         if layer is None and not blocks and not any(isinstance(m, nn.Conv2d) for m in modules.values()):
-            raise ValueError(_no_conv_message(model))
+            raise NotApplicable(_no_conv_message(model))
         if layer is not None and layer not in modules:
             convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
             raise ValueError(

@@ -36,6 +36,7 @@ __all__ = [
     "check_finite",
     "check_logits",
     "NonFiniteError",
+    "NotApplicable",
     "create",
     "explaining",
     "get_factory",
@@ -149,6 +150,12 @@ def check_logits(model: nn.Module, out: Tensor, target: Tensor) -> None:
 
 class NonFiniteError(ValueError):
     """A tensor that must be finite (inputs, a shift, logits, maps) holds NaN or infinite values."""
+
+
+class NotApplicable(ValueError):
+    """The method does not apply to this model (Grad-CAM on a network with no conv layer and no attention block): a
+    property of the (method, model) pair, not a failure. The harness records it as not applicable, with this
+    message, and computes no rows for the method; the job stays ok."""
 
 
 def check_finite(t: Tensor, what: str, hint: str = "") -> None:

@@ -135,11 +135,21 @@ def test_failing_premise_is_an_error_with_numbers(untrained_mlp, mnist, monkeypa
 
 def test_a_failing_method_is_recorded_and_the_others_go_on(untrained_mlp, mnist):
     model = untrained_mlp
-    res = input_invariance(model, mnist, {"gradient": {"name": "gradient"}, "broken": {"name": "grad_cam"}},
+    res = input_invariance(model, mnist, {"gradient": {"name": "gradient"},
+                                          "broken": {"name": "grad_cam", "params": {"layer": "nope"}}},
                            {"mean_shift": torch.full((1, 28, 28), -1.0)}, run=RunSettings(n_samples=4),
                            scoring=ScoreSettings(names=["ssim"]))
-    assert ("broken", "mean_shift") in res.errors and "Conv" in res.errors[("broken", "mean_shift")]
-    assert set(res.table.method) == {"gradient"}
+    assert ("broken", "mean_shift") in res.errors and "no module named 'nope'" in res.errors[("broken", "mean_shift")]
+    assert set(res.table.method) == {"gradient"} and res.not_applicable == {}
+
+
+def test_a_method_that_does_not_apply_is_recorded_with_its_reason_not_as_an_error(untrained_mlp, mnist):
+    shifts = {"mean_shift": torch.full((1, 28, 28), -1.0), "checkerboard": torch.full((1, 28, 28), 0.5)}
+    res = input_invariance(untrained_mlp, mnist, ["gradient", "grad_cam", "guided_grad_cam"], shifts,
+                           run=RunSettings(n_samples=4), scoring=ScoreSettings(names=["ssim"]))
+    assert res.errors == {} and set(res.table.method) == {"gradient"}
+    assert set(res.not_applicable) == {"grad_cam", "guided_grad_cam"}
+    assert all("needs a conv layer" in why for why in res.not_applicable.values())
 
 
 # --------------------------------------------------------------------------- fast: small untrained models

@@ -93,3 +93,19 @@ def test_provenance_changes_which_rows_pool_nowhere(full_table, tmp_path):
     board = build_leaderboard(table)
     pd.testing.assert_frame_equal(build_leaderboard(rich), board)
     pd.testing.assert_frame_equal(load_leaderboard([tmp_path], figures=False).board, board)
+
+
+def test_an_old_table_and_a_new_run_of_the_same_configuration_pool_once(tmp_path):
+    """A table written before the provenance columns (read with -1 there) and a new run of the same configuration in
+    one sweep are the same scores: the leaderboard counts each once (before, whole-row duplicates only: both)."""
+    from bench.core.results import MISSING, PROVENANCE
+    from bench.reporting.sweep_files import distinct_rows
+
+    new = pd.DataFrame({"experiment": ["input_invariance"] * 2, "model": "m", "dataset": "d", "method": "g",
+                        "condition": "mean_shift", "mode": "-", "layer": "-", "metric": "ssim", "sample": [0, 1],
+                        "data_index": [0, 1], "label": [3, 7], "target": [3, 1], "score": [0.9, 0.8], "seed": 0,
+                        "config_hash": "h", "job": "b"})
+    old = new.assign(**{c: MISSING for c in PROVENANCE}, job="a")
+    both = distinct_rows(pd.concat([old, new], ignore_index=True))
+    assert len(both) == 2 and "job" not in both.columns
+    assert len(distinct_rows(pd.concat([old, new.assign(score=[0.9, 0.7])], ignore_index=True))) == 3

@@ -224,6 +224,14 @@ def test_failures_are_recorded_and_the_others_go_on(toy, monkeypatch, tmp_path):
     assert s[(s.method == "gradient")]["last"].notna().all()
 
 
+def test_a_method_that_does_not_apply_is_recorded_with_its_reason_not_as_an_error(toy_data):
+    mlp = create_model("paper_mlp", (1, 12, 12), 3, hidden=8, depth=2).eval()
+    res = model_randomization(mlp, toy_data(), ["gradient", "grad_cam"], "cascading", run=RunSettings(n_samples=4),
+                              scoring=ScoreSettings(names=("spearman",)))
+    assert res.errors == {} and set(res.table.method) == {"gradient"}
+    assert list(res.not_applicable) == ["grad_cam"] and "needs a conv layer" in res.not_applicable["grad_cam"]
+
+
 def test_pattern_methods_refit_per_stage_on_the_fixed_fit_set(toy, monkeypatch):
     data, model = toy
     fits = []

@@ -175,6 +175,26 @@ def test_the_entry_point_refuses_a_plugin_that_cannot_be_imported(plugin, monkey
     assert "Error in the configuration: metric.plugins: cannot import 'nomod_own_scores_xyz': no module named" in err
 
 
+def test_the_job_hash_and_the_rows_configs_cover_a_plugins_source(plugin):
+    from bench.cli import job
+    from bench.core.results import config_hash
+
+    load_plugins([plugin.module])
+    cfg = MainConfig()
+    before = (job.job_hash(cfg), config_hash(job.row_config(cfg, "input_invariance", "gradient", "mean_shift")))
+    cfg.metric.names = ["ssim", plugin.score]
+    key = f"metric.{plugin.score}.source_sha256"
+    assert job.factory_sources(cfg) == {key: score_source(plugin.score)}
+    rows = job.row_config(cfg, "input_invariance", "gradient", "mean_shift")
+    chash, row_hash = job.job_hash(cfg), config_hash(rows)
+    assert rows[key] == score_source(plugin.score) and chash != before[0] and row_hash != before[1]
+    plugin.path.write_text(plugin.path.read_text() + "\n# edited\n")
+    assert job.job_hash(cfg) != chash
+    assert config_hash(job.row_config(cfg, "input_invariance", "gradient", "mean_shift")) != row_hash
+    cfg.metric.names = ["ssim"]  # the plugin listed, its score not computed: the built-in rows keep their hash
+    assert config_hash(job.row_config(cfg, "input_invariance", "gradient", "mean_shift")) == before[1]
+
+
 # --------------------------------------------------------------------------------- the command line, for real
 
 

@@ -67,8 +67,10 @@ _SOURCE_KEYS = {"model": "model.source_sha256", "data": "data.source_sha256"}
 
 def factory_sources(config: MainConfig) -> dict[str, str]:
     """``{"model.source_sha256": ..., "data.source_sha256": ...}``: the hash of the source file of a
-    ``package.module:factory`` model and data set (:func:`bench.core.models.factory_sha256`), where it can be read.
-    Never raises: a factory that cannot be imported is left out here (the job itself then fails naming it)."""
+    ``package.module:factory`` model and data set (:func:`bench.core.models.factory_sha256`), where it can be read;
+    and ``{"metric.<score>.source_sha256": ...}`` for each score the job computes that a module of one's own
+    registered (``metric.plugins``: :func:`score_sources`). Never raises: a factory that cannot be imported is left
+    out here (the job itself then fails naming it)."""
     from bench.core.models import FactoryError, factory_sha256, is_factory_name
 
     out: dict[str, str] = {}
@@ -82,6 +84,27 @@ def factory_sources(config: MainConfig) -> dict[str, str]:
             continue
         if sha is not None:
             out[key] = sha
+    out.update(score_sources(config))
+    return out
+
+
+def score_sources(config: MainConfig) -> dict[str, str]:
+    """``{"metric.<score>.source_sha256": hash}`` of each score the job computes (``metric.names`` and each
+    randomization's ``scores``) that was registered outside :mod:`bench.core.scores` (a module of
+    ``metric.plugins``; :func:`bench.core.scores.score_source`), where its source can be read. Empty for the built-in
+    scores, so that no other job's hash changes. Never raises: an unknown name is left out (the entry point refuses
+    it before the job)."""
+    from bench.core.scores import score_source
+
+    names = [*config.metric.names, *(n for spec in config.randomization.values() for n in spec.scores)]
+    out: dict[str, str] = {}
+    for name in dict.fromkeys(names):
+        try:
+            sha = score_source(name)
+        except ValueError:
+            continue
+        if sha is not None:
+            out[f"metric.{name}.source_sha256"] = sha
     return out
 
 
@@ -91,7 +114,7 @@ def job_hash(config: MainConfig, sources: dict[str, str] | None = None) -> str:
     :func:`factory_sources`), so that a job of an edited model is not taken for the old one's."""
     cfg = as_dict(config)
     for key, sha in (factory_sources(config) if sources is None else sources).items():
-        group, leaf = key.split(".")
+        group, _, leaf = key.partition(".")  # metric.<score>.source_sha256: the leaf holds a dot
         cfg[group][leaf] = sha
     for key in _VOLATILE:
         *parents, leaf = key.split(".")
@@ -240,6 +263,9 @@ def run(config: MainConfig, out: str | os.PathLike, *, skip_done: bool = True, m
     Raises :class:`bench.cli.lock.LockHeld` at once, touching nothing, when another live run holds the folder's
     lock, and :class:`bench.cli.lock.Interrupted` on SIGINT/SIGTERM (in the main thread) after marking the record
     ``interrupted``; the lock is released on every exit path."""
+    from bench.core.scores import load_plugins
+
+    load_plugins(config.metric.plugins)  # before the hash: their scores' sources enter it (the CLI imported them)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     chash = job_hash(config)
@@ -439,7 +465,8 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
                               meta={"job_hash": chash, "chunk": key, "test": test, "condition": condition,
                                     "start": start, "stop": stop})
                     del sink
-                chunk_record = {"errors": {}, "tracebacks": {}, "premise": getattr(res, "premise", {})}
+                chunk_record = {"errors": {}, "tracebacks": {}, "premise": getattr(res, "premise", {}),
+                                "not_applicable": dict(getattr(res, "not_applicable", {}))}
                 for where, err in res.errors.items():
                     name = " / ".join(where) if isinstance(where, tuple) else f"{where} / {condition}"
                     chunk_record["errors"][name] = err
@@ -451,6 +478,8 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
                 release_memory()
             record["errors"].update(chunk_record["errors"])
             record["tracebacks"].update(chunk_record["tracebacks"])
+            if chunk_record.get("not_applicable"):  # not failures: the job stays ok, the reason is recorded
+                summary.setdefault("not_applicable", {}).update(chunk_record["not_applicable"])
             for shift, err in chunk_record.get("premise", {}).items():
                 premise = summary.setdefault("premise", {})
                 premise[shift] = max(premise.get(shift, 0.0), err)
@@ -494,6 +523,9 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
             chunked("randomization", label, randomization)
     bar.close()
     table = parts.collect(plan)  # every chunk of the plan, or an error naming the missing ones
+    for label, why in summary.get("not_applicable", {}).items():  # the whole reason is in job.json
+        log.warning("%s: not applicable to %s (no rows, not a failure): %s", label, cfg.model.name,
+                    str(why).split(": ")[0])
 
     if len(table):  # each row's config_hash: the configuration that produced it (never pooled with another one)
         keys = table[["experiment", "method", "condition"]].drop_duplicates().itertuples(index=False)
@@ -506,7 +538,9 @@ def _run(cfg: MainConfig, out: Path, chash: str, record: dict, meta: dict) -> di
     path = _replace_results(table, out, chash, record, summary)  # results first: figures and loggers are views
     parts.remove()
     _prune_maps(out, chash if run.save_maps else None)
-    return {**summary, **_views(cfg, out, table, results, meta, path, model, info=summary, chash=chash)}
+    features = (getattr(data, "meta", None) or {}).get("features")  # a table's column names, for its figures
+    return {**summary, **_views(cfg, out, table, results, meta, path, model, info=summary, chash=chash,
+                                feature_names=features)}
 
 
 def chunk_rows(table: pd.DataFrame, test: str, condition: str, start: int) -> pd.DataFrame:
@@ -588,7 +622,7 @@ def _n_tests(cfg: MainConfig, specs: list) -> int:
 
 def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, Any], meta: dict,
            path: Path, model: torch.nn.Module | None = None, info: dict | None = None,
-           chash: str | None = None) -> dict:
+           chash: str | None = None, feature_names: list[str] | None = None) -> dict:
     """Figures, the leaderboard and W&B: views of the table already on disk; a failure here loses no result."""
     from bench.core.scores import RANDOMIZATION_SCORE
     from bench.reporting.aggregate import invariance_verdicts
@@ -605,11 +639,13 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
         try:
             if key == "invariance":
                 figures += invariance_figures(res, invariance_verdicts(res.table, inv.tolerance, inv.ssim_threshold),
-                                              out / "figures", title=cfg.model.name)
+                                              out / "figures", title=cfg.model.name, samples=cfg.figures.samples,
+                                              feature_names=feature_names, shifts=cfg.transform)
             else:
                 label = key.split(":", 1)[1]
                 figures += randomization_figures(res, out / "figures", label=label,
-                                                 title=f"{cfg.model.name}: {label}", model=model)
+                                                 title=f"{cfg.model.name}: {label}", model=model,
+                                                 samples=cfg.figures.samples, feature_names=feature_names)
         except Exception as err:  # noqa: BLE001  (a view: the table is on disk)
             log.warning("no figures for %s: %s: %s", key, type(err).__name__, err)
             notes[f"figure_error:{key}"] = f"{type(err).__name__}: {err}"

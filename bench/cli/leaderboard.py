@@ -36,7 +36,7 @@ from bench.reporting.console import DEFAULT_WIDTH, MIN_WIDTH, comparison_summary
 from bench.reporting.leaderboard import DEFAULT_METRIC, compare_methods, load_leaderboard
 from bench.reporting.render import FORMATS, comparison_markdown, to_markdown, write_leaderboard
 from bench.reporting.safe_csv import safe_file_part, write_csv
-from bench.reporting.sweep_files import find_failed_jobs, load_results, read_row_configs
+from bench.reporting.sweep_files import distinct_rows, find_failed_jobs, load_results, read_row_configs
 
 __all__ = ["main", "add_build_options", "build_kwargs"]
 
@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.compare:
             folders = list(dict.fromkeys(str(Path(f).resolve()) for f in args.folders))
             table, _ = load_results(folders, skip_unreadable=True)
-            comparison = compare_methods(table.drop(columns="job").drop_duplicates(), *args.compare,
+            comparison = compare_methods(distinct_rows(table), *args.compare,
                                          metric=args.metric, configs=read_row_configs(folders), board=lb.board)
     except FileNotFoundError as err:
         _error(str(err))

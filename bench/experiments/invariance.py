@@ -59,6 +59,7 @@ from bench.core.scoring import MapBatch, score_maps
 from bench.core.settings import RunSettings, ScoreSettings, check_run
 from bench.twins.build import Affine, affine_twin, check_twin
 from bench.twins.ties import stable_ties
+from methods import NotApplicable
 
 __all__ = ["input_invariance", "InvarianceResult", "InvarianceSettings", "EXPERIMENT", "OWN_NOISE", "sets_own_noise",
            "invariance_table"]
@@ -101,6 +102,8 @@ class InvarianceResult:
     premise: dict[str, float] = field(default_factory=dict)
     errors: dict[tuple[str, str], str] = field(default_factory=dict)
     tracebacks: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: ``{method: why}`` of methods that do not apply to this model (:class:`methods.NotApplicable`): no rows, no error
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
 
 #: the SmoothGrad parameters by which a method spec sets its own noise (``invariance.noise_level`` then unused)
@@ -218,6 +221,9 @@ def input_invariance(
                                       x2[: run.keep_maps].to("cpu", copy=True))
         result.maps[shift_label] = {}
         for spec in specs:
+            if spec.label in result.not_applicable:  # found on an earlier shift (the same model)
+                bar.update()
+                continue
             bar.set_postfix(shift=shift_label, method=spec.label)
             try:
                 if spec.label not in maps1:
@@ -232,6 +238,11 @@ def input_invariance(
                 a2 = explain_all(e2, x2, target, bs)
                 kept2 = None if sink is None else sink.add(a2, method=spec.label, side="f2", condition=shift_label)
                 scores = score_maps(maps1[spec.label], a2, names, spatial_dims=dims)
+            except NotApplicable as err:  # not a failure: no rows, the reason recorded
+                result.not_applicable[spec.label] = str(err)
+                log.debug("%s does not apply to %s: %s", spec.label, model_name, err)
+                bar.update()
+                continue
             except Exception as err:  # noqa: BLE001  (recorded; the other methods go on)
                 result.errors[(spec.label, shift_label)] = f"{type(err).__name__}: {err}"
                 result.tracebacks[(spec.label, shift_label)] = traceback.format_exc()

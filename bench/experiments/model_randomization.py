@@ -79,6 +79,7 @@ from bench.core.scoring import MapBatch, score_maps
 from bench.core.settings import RunSettings, ScoreSettings, check_run
 from bench.experiments.label_randomization import LABEL_STAGE, check_label_model
 from bench.randomization import randomized
+from methods import NotApplicable
 from methods.state import changed, eval_mode, fingerprint
 
 __all__ = ["EXPERIMENT", "MODES", "RandomizationMode", "Granularity", "RandomizationSpec", "RandomizationResult",
@@ -151,9 +152,20 @@ class RandomizationResult:
     targets: Tensor | None = None
     errors: dict[str, str] = field(default_factory=dict)
     tracebacks: dict[str, str] = field(default_factory=dict)
+    #: ``{method: why}`` of methods that do not apply to this model (:class:`methods.NotApplicable`): no rows, no error
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+    def skipped(self, method: str) -> bool:
+        """Whether ``method`` failed or does not apply (it is not run again)."""
+        return method in self.errors or method in self.not_applicable
 
     def fail(self, method: str, where: str, err: Exception) -> None:
-        """Record that ``method`` failed ``where`` (it is skipped from then on)."""
+        """Record that ``method`` failed ``where`` (it is skipped from then on); a :class:`methods.NotApplicable` is
+        recorded in ``not_applicable`` instead, not as an error."""
+        if isinstance(err, NotApplicable):
+            self.not_applicable[method] = str(err)
+            log.debug("%s does not apply (%s): %s", method, where, err)
+            return
         self.errors[method] = f"{where}: {type(err).__name__}: {err}"
         self.tracebacks[method] = traceback.format_exc()
         log.warning("%s failed (%s): %s: %s", method, where, type(err).__name__, err)
@@ -262,7 +274,7 @@ def _controls(specs: Sequence[MethodSpec], ref: Mapping[str, MapBatch], x: Tenso
             sink.pair(keys, kept[keys["method"]], second, **extra)
 
     for ms in specs:
-        if ms.label in result.errors:
+        if result.skipped(ms.label):
             continue
         try:
             with eval_mode(twin):
@@ -431,7 +443,7 @@ def model_randomization(
                     result.stages.append(stage)
                 with eval_mode(stage_model):
                     for ms in specs:
-                        if ms.label in result.errors:
+                        if result.skipped(ms.label):
                             continue
                         bar.set_postfix(stage=stage, method=ms.label)
                         try:

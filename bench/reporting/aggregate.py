@@ -248,7 +248,9 @@ def randomization_verdicts(
     t = table[(table.experiment == RANDOMIZATION) & (table.metric == metric)]
     if "mode" not in t.columns:
         t = t.assign(mode="-")
-    t = t.drop(columns=[c for c in ("job",) if c in t.columns]).drop_duplicates()
+    from bench.reporting.sweep_files import distinct_rows
+
+    t = distinct_rows(t)
     rows = []
     for key, g in t.groupby(["model", "dataset", "condition", "mode", "method"], sort=False):
         model, dataset, cond, mode, method = key

@@ -110,6 +110,7 @@ from bench.reporting.sweep_files import (
     Figure,
     _check_exist,
     describe_figures,
+    distinct_rows,
     find_failed_jobs,
     find_figures,
     load_results,
@@ -572,7 +573,7 @@ def load_leaderboard(folders: Sequence[str | os.PathLike], *, figures: bool = Tr
     configs = read_row_configs(folders, records)
     # a row is one score of one sample: the same configuration found in two job folders enters once (the job
     # column differs, so it is dropped before the duplicates are)
-    board = build_leaderboard(table.drop(columns="job").drop_duplicates(), configs=configs, **kwargs)
+    board = build_leaderboard(distinct_rows(table), configs=configs, **kwargs)
     labeled = _model_labels(table, configs)
     figs: list[Figure | Path] = []
     if figures:

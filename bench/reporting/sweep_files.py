@@ -21,10 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from bench.core.results import RESULTS_FILE, read_table
+from bench.core.results import PROVENANCE, RESULTS_FILE, read_table
 
 __all__ = [
     "describe_figures",
+    "distinct_rows",
     "Figure",
     "job_failures",
     "load_results",
@@ -107,6 +108,15 @@ def load_results(folders: Sequence[str | os.PathLike], *, skip_unreadable: bool 
         raise ValueError(f"none of the {len(paths)} {RESULTS_FILE} file(s) under {', '.join(map(str, folders))} is "
                          f"readable: {reasons}")
     return pd.concat(frames, ignore_index=True), skipped
+
+
+def distinct_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` without its ``job`` column and with each score once: rows equal in every column but the job folder
+    and the per-sample provenance (:data:`bench.core.results.PROVENANCE`, -1 in tables written before it) are one
+    score (the same configuration found in two job folders, or an old and a new run of it, enters once)."""
+    table = table.drop(columns=[c for c in ("job",) if c in table.columns])
+    subset = [c for c in table.columns if c not in PROVENANCE]
+    return table.drop_duplicates(subset=subset)
 
 
 def read_job_records(folders: Iterable[str | os.PathLike]) -> dict[Path, dict[str, Any]]:

@@ -111,7 +111,7 @@ def read_sweep(sweep_dir: str | os.PathLike, *, project: str | None = None, enti
     ``leaderboard_kwargs``: the settings of :func:`~bench.reporting.leaderboard.build_leaderboard`. Raises
     ``FileNotFoundError`` when ``sweep_dir`` is not a folder or holds no job."""
     from bench.core.results import RESULTS_FILE, read_tables
-    from bench.reporting.sweep_files import find_failed_jobs, read_row_configs
+    from bench.reporting.sweep_files import distinct_rows, find_failed_jobs, read_row_configs
     from bench.reporting.wandb_log import leaderboard_of
 
     folder = Path(sweep_dir)
@@ -128,7 +128,7 @@ def read_sweep(sweep_dir: str | os.PathLike, *, project: str | None = None, enti
                      figure_keys=_figure_keys(jobs))
     try:
         # the same configuration in two job folders is one set of samples: dedup without the job column
-        table = read_tables([folder]).drop(columns="job").drop_duplicates()
+        table = distinct_rows(read_tables([folder]))
     except FileNotFoundError as err:
         info.note = str(err)
         return info
