@@ -620,6 +620,14 @@ def _n_tests(cfg: MainConfig, specs: list) -> int:
     return n + (len(cfg.randomization) if "randomization" in cfg.run.tests else 0)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it lies under it (as a person typed it), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, Any], meta: dict,
            path: Path, model: torch.nn.Module | None = None, info: dict | None = None,
            chash: str | None = None, feature_names: list[str] | None = None) -> dict:
@@ -662,7 +670,7 @@ def _views(cfg: MainConfig, out: Path, table: pd.DataFrame, results: dict[str, A
         if board is not None:
             lb = Leaderboard(board=board, figures=list(figures), sources=[str(out)])
             try:  # the full tables beside the results (a view: a failure loses nothing)
-                files = [str(p) for p in write_leaderboard(lb, out).values()]
+                files = [_shown(p) for p in write_leaderboard(lb, out).values()]
             except OSError as err:
                 log.warning("leaderboard files not written: %s", err)
                 files = []
