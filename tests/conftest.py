@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -25,6 +26,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Put the logging configuration back after each test: an in-process command-line run applies Hydra's logging
+    config (``hydra/job_logging=disabled`` sets the root logger to ERROR and disables the loggers that exist), which
+    would hide later tests' warnings from ``caplog``."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    loggers = {name: (lg.disabled, lg.level, lg.propagate, list(lg.handlers))
+               for name, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    for name, lg in logging.root.manager.loggerDict.items():
+        if not isinstance(lg, logging.Logger):
+            continue
+        if name in loggers:
+            lg.disabled, lg.level, lg.propagate, lg.handlers[:] = loggers[name][0], loggers[name][1], \
+                loggers[name][2], loggers[name][3]
+        else:
+            lg.disabled = False
 
 
 def pytest_configure(config: pytest.Config) -> None:
