@@ -43,7 +43,8 @@ n = 8
 table = pd.DataFrame({
     "experiment": "input_invariance", "model": "paper_mlp", "dataset": "mnist_bundled",
     "method": ["gradient", "lrp_z"] * (n // 2), "condition": "mean_shift", "mode": "-", "layer": "-",
-    "metric": "ssim", "sample": list(range(n)), "score": [0.1 * i for i in range(n)], "seed": 0,
+    "metric": "ssim", "sample": list(range(n)), "data_index": list(range(n)), "label": 0, "target": 0,
+    "score": [0.1 * i for i in range(n)], "seed": 0,
     "config_hash": "abc"})
 if artifact:  # beyond W&B's table limit: the cell means and results.parquet as a `results` artifact
     import wandb
