@@ -216,3 +216,15 @@ def test_salbench_computes_a_plugins_score_and_refuses_an_unknown_one_before_the
     mad = table[table.metric == "mad"]
     assert set(mad.experiment) == {"input_invariance", "model_randomization"} and mad.score.notna().all()
     assert json.loads((tmp_path / "a" / "job.json").read_text())["status"] == "ok"
+
+
+def test_an_earlier_sweeps_failures_do_not_decide_a_later_runs_exit_status(plugin, monkeypatch, capsys):
+    """The entry point's exit status reads the last sweep's summary; an earlier in-process sweep that failed (another
+    test, a notebook) made a later single run exit 1. It is forgotten when a run starts."""
+    from bench.cli import sweep
+
+    sweep._LAST.update({"failed": 2})
+    status, calls = _salbench_in_process(monkeypatch, plugin.root, f"metric.plugins=[{plugin.module}]",
+                                         f"metric.names=[ssim,{plugin.score}]")
+    assert status == 0 and len(calls) == 1, capsys.readouterr().err
+    assert sweep.last_summary() == {}

@@ -135,6 +135,7 @@ def main() -> None:
     from bench.cli import sweep
 
     register_configs()
+    sweep.forget_summary()  # this run's sweep decides its exit status, never an earlier one in this process
     _STATE["job_started"] = False
     _STATE["dry_run"] = "--dry-run" in sys.argv  # predict the cost (bench.cli.dry_run), run nothing
     if _STATE["dry_run"]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench._io import atomic_write
 
-__all__ = ["SweepSummary", "summarize", "SWEEP_FILE", "last_summary", "interrupted"]
+__all__ = ["SweepSummary", "summarize", "SWEEP_FILE", "last_summary", "forget_summary", "interrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,12 @@ def summarize(sweep_dir: str | os.PathLike, since: float = 0.0) -> dict[str, Any
 def last_summary() -> dict[str, Any]:
     """The summary of the last sweep that ended in this process (empty before one)."""
     return dict(_LAST)
+
+
+def forget_summary() -> None:
+    """Forget the last sweep's summary: a new command-line run in this process (tests, notebooks) must not exit 1
+    on an earlier sweep's failures."""
+    _LAST.clear()
 
 
 def _first_line(text: str, width: int = 160) -> str:
