@@ -169,7 +169,8 @@ def test_sigint_mid_chunk_exits_130_marks_the_job_interrupted_and_a_rerun_comple
         code, stdout, stderr = _finish(proc)
     assert code == 130, (stdout + stderr)[-3000:]
     assert "Traceback" not in stdout + stderr
-    lines = [line for line in (stdout + stderr).splitlines() if "interrupted" in line]
+    messages = (stdout + stderr).replace("\n  ", " ")  # the console wraps a long message at 120 columns
+    lines = [line for line in messages.splitlines() if "interrupted" in line]
     assert len(lines) == 1 and "job interrupted by SIGINT: 1 finished chunk(s) kept in" in lines[0], lines
     assert "run the same command again to resume" in lines[0]
     record = json.loads((out / job.JOB_FILE).read_text())
@@ -199,7 +200,8 @@ def test_sigterm_stops_a_sweep_with_143_and_its_summary_shows_the_interrupted_jo
         code, stdout, stderr = _finish(proc)
     assert code == 143, (stdout + stderr)[-3000:]
     assert "Traceback" not in stdout + stderr
-    assert "job interrupted by SIGTERM" in stdout and f"sweep {sweep} interrupted by SIGTERM" in stdout, stdout
+    text = stdout.replace("\n  ", " ")  # the console wraps a long message at 120 columns
+    assert "job interrupted by SIGTERM" in text and f"sweep {sweep} interrupted by SIGTERM" in text, stdout
     summary = json.loads((sweep / "sweep.json").read_text())
     assert (summary["ok"], summary["failed"], summary["interrupted"]) == (0, 0, 1)
     assert summary["interrupted_by"] == "SIGTERM" and summary["jobs"]["0"]["status"] == "interrupted"
