@@ -66,8 +66,9 @@ def test_a_plugin_is_imported_from_the_current_directory_and_its_score_can_be_na
 def test_a_plugin_is_imported_from_pythonpath(plugin, tmp_path_factory, monkeypatch):
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     monkeypatch.syspath_prepend(str(plugin.root))
-    load_plugins([plugin.module])
-    check_names([plugin.score])
+    sources = load_plugins([plugin.module])
+    check_names([plugin.score])  # raises ValueError when the score was not registered
+    assert score_origin(plugin.score) == plugin.module and sources[plugin.module] == score_source(plugin.score)
 
 
 def test_an_edited_plugin_gets_another_source_hash(plugin):
